@@ -1,0 +1,168 @@
+"""The threaded chat server, in the shape of socketserver: one handler per client, the shared
+state on this object behind one lock, and a clean shutdown().
+
+Shared state (all guarded by ``self.lock``):
+  clients   {user key: ClientHandler}   the {username: connection} registry (logged-in only)
+  handlers  every open connection, logged in or not
+  rooms     {room key: Room}
+  sessions  {user key: target user}     the open one-to-one sessions, for the console's ls
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+from protocol import encode_message
+from protocol import messages as m
+
+from .accounts import Accounts
+from .config import ServerConfig
+from .handler import ClientHandler
+from .store import Store
+
+log = logging.getLogger("parley.server")
+
+
+@dataclass
+class Room:
+    name: str
+    creator: str
+    members: dict[str, str] = field(default_factory=dict)  # user key -> username
+
+
+class ChatServer:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(config.data_dir / "parley.sqlite3")
+        self.accounts = Accounts(self.store, scrypt_n=config.scrypt_n)
+        self.lock = threading.RLock()
+        self.clients: dict[str, ClientHandler] = {}
+        self.handlers: set[ClientHandler] = set()
+        self.rooms: dict[str, Room] = {}
+        self.sessions: dict[str, str] = {}
+        self.files = None  # the file-sharing service, attached by attach_files()
+        self._shutdown_requested = threading.Event()
+        self._stopped = threading.Event()
+        self._listener = self._bind(config.host, config.port)
+        self._accept_thread: threading.Thread | None = None
+        self.started_at = time.time()
+
+    # ------------------------------------------------------------ lifecycle
+
+    @staticmethod
+    def _bind(host: str, port: int) -> socket.socket:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(512)
+        return sock
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self._listener.getsockname()[:2]
+
+    def start(self) -> None:
+        """Serve in a background thread."""
+        self._accept_thread = threading.Thread(target=self.serve_forever, name="accept",
+                                               daemon=True)
+        self._accept_thread.start()
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        try:
+            with selectors.DefaultSelector() as sel:
+                sel.register(self._listener, selectors.EVENT_READ)
+                while not self._shutdown_requested.is_set():
+                    if not sel.select(poll_interval):
+                        continue
+                    try:
+                        sock, addr = self._listener.accept()
+                    except OSError:
+                        continue
+                    self._start_handler(sock, addr)
+        finally:
+            self._stopped.set()
+
+    def _start_handler(self, sock: socket.socket, addr) -> None:
+        handler = ClientHandler(self, sock, addr)
+        with self.lock:
+            self.handlers.add(handler)
+        handler.start()
+
+    def shutdown(self, reason: str = "the server is shutting down") -> None:
+        """Stop accepting, tell every client, flush, close storage. Safe to call twice."""
+        if self._shutdown_requested.is_set():
+            self._stopped.wait(5)
+            return
+        self._shutdown_requested.set()
+        if self._accept_thread is not None:
+            self._stopped.wait(5)
+        self._listener.close()
+        with self.lock:
+            handlers = list(self.handlers)
+        for h in handlers:
+            h.disconnect("shutdown", reason)
+        for h in handlers:
+            h.join(timeout=3)
+        if self.files is not None:
+            self.files.close()
+        self.store.close()
+
+    # ------------------------------------------------------------ registry
+
+    def online(self) -> list[ClientHandler]:
+        with self.lock:
+            return list(self.clients.values())
+
+    def get_client(self, user: str) -> ClientHandler | None:
+        with self.lock:
+            return self.clients.get(user.lower())
+
+    def forget(self, handler: ClientHandler) -> None:
+        """Remove a closed connection from every structure, with leave notices."""
+        if self.files is not None:
+            self.files.forget_client(handler)
+        with self.lock:
+            self.handlers.discard(handler)
+            user = handler.user
+            if user is None or self.clients.get(user.lower()) is not handler:
+                return
+            del self.clients[user.lower()]
+            self.sessions.pop(user.lower(), None)
+            left_rooms = self._remove_from_rooms(user)
+        for room, members in left_rooms:
+            self.send_to(members, m.RoomEvent(room.name, "left", user, handler.display))
+        self.broadcast(m.Presence(user, handler.display, False))
+
+    def _remove_from_rooms(self, user: str) -> list[tuple[Room, list[str]]]:
+        out = []
+        for key, room in list(self.rooms.items()):
+            if room.members.pop(user.lower(), None) is not None:
+                if room.members:
+                    out.append((room, list(room.members)))
+                else:
+                    del self.rooms[key]  # an empty room disappears; its history stays
+        return out
+
+    # ------------------------------------------------------------ delivery
+
+    def broadcast(self, msg: m.Message, exclude: ClientHandler | None = None) -> int:
+        """Encode once, queue for every logged-in client. Returns how many it was queued for."""
+        data = encode_message(msg, self.config.max_frame)
+        count = 0
+        for h in self.online():
+            if h is not exclude and h.enqueue(data):
+                count += 1
+        return count
+
+    def send_to(self, user_keys: list[str], msg: m.Message) -> int:
+        data = encode_message(msg, self.config.max_frame)
+        with self.lock:
+            targets = [self.clients.get(k.lower()) for k in user_keys]
+        return sum(1 for h in targets if h is not None and h.enqueue(data))

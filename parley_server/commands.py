@@ -1,0 +1,268 @@
+"""What the server does for each request. One function per request type, registered in COMMANDS.
+
+Each takes the client's handler and the typed request, and returns the ``result`` of the ok
+reply, or raises CommandError(code, message) for an error reply.
+"""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from protocol import PROTOCOL_VERSION
+from protocol import messages as m
+from protocol.version import APP_NAME, APP_VERSION
+
+from .accounts import AccountError
+from .store import NameTaken, StoredMessage, conversation_key
+
+if TYPE_CHECKING:
+    from .chat_server import ChatServer, Room
+    from .handler import ClientHandler
+
+MAX_HISTORY = 200
+
+
+class CommandError(Exception):
+    def __init__(self, code: str, message: str, disconnect: bool = False) -> None:
+        super().__init__(message)
+        self.code, self.message, self.disconnect = code, message, disconnect
+
+
+COMMANDS: dict[str, Callable[[ClientHandler, m.Request], dict | None]] = {}
+
+
+def command(cls: type[m.Request]):
+    def register(fn):
+        COMMANDS[cls.TYPE] = fn
+        return fn
+    return register
+
+
+def _event(stored: StoredMessage, delayed: bool = False) -> m.ChatMessage:
+    return m.ChatMessage(stored.msg_id, stored.ts, stored.sender, stored.sender_display,
+                         stored.kind, stored.target, stored.text, delayed)
+
+
+# ---------------------------------------------------------------- handshake and accounts
+
+
+@command(m.Hello)
+def hello(h: ClientHandler, req: m.Hello) -> dict:
+    if h.conn.state.value != "handshake":
+        raise CommandError("bad_message", "hello was already done")
+    if req.version != PROTOCOL_VERSION:
+        raise CommandError(
+            "version_mismatch",
+            f"this server speaks protocol version {PROTOCOL_VERSION}, the client {req.version}",
+            disconnect=True)
+    cfg = h.server.config
+    return {"server": APP_NAME, "version": PROTOCOL_VERSION, "app_version": APP_VERSION,
+            "motd": cfg.motd, "max_text": cfg.max_text, "max_frame": cfg.max_frame,
+            "max_upload": cfg.max_upload, "keepalive": cfg.keepalive_after}
+
+
+def _account_call(fn, *args):
+    try:
+        return fn(*args)
+    except AccountError as exc:
+        raise CommandError(exc.code, str(exc)) from None
+
+
+def _log_in(h: ClientHandler, name: str, display: str, new: bool) -> dict:
+    """Put h in the registry as name; a live older connection of the same user is replaced.
+
+    Taking over (rather than refusing) is deliberate: after a network drop the server often
+    still holds the dead connection for up to a minute, and the reconnecting client must win.
+    """
+    server = h.server
+    with server.lock:
+        old = server.clients.get(name.lower())
+        server.clients[name.lower()] = h
+        h.user, h.display = name, display
+    if old is not None:
+        old.user = None  # so its teardown does not announce a departure
+        old.disconnect("logged_in_elsewhere", "you logged in from another place")
+    else:
+        server.broadcast(m.Presence(name, display, True), exclude=h)
+    token = server.accounts.new_resume_token(name)
+    h._after_reply = lambda: _deliver_pending(h)
+    return {"user": name, "display": display, "new": new, "resume_token": token,
+            "replaced": old is not None}
+
+
+def _deliver_pending(h: ClientHandler) -> None:
+    if h.user is None:
+        return
+    pending = h.server.store.pending_for(h.user)
+    for stored in pending:
+        h.send_event(_event(stored, delayed=True))
+    if pending:
+        h.server.store.clear_pending(h.user, pending[-1].msg_id)
+
+
+def _require_logged_out(h: ClientHandler) -> None:
+    if h.user is not None:
+        raise CommandError("already_authenticated", f"already logged in as {h.user}")
+
+
+@command(m.Register)
+def register(h: ClientHandler, req: m.Register) -> dict:
+    _require_logged_out(h)
+    record = _account_call(h.server.accounts.register, req.username, req.password)
+    return _log_in(h, record.name, record.display, new=True)
+
+
+@command(m.Login)
+def login(h: ClientHandler, req: m.Login) -> dict:
+    _require_logged_out(h)
+    record = _account_call(h.server.accounts.login, req.username, req.password, h.ip)
+    return _log_in(h, record.name, record.display, new=False)
+
+
+@command(m.Resume)
+def resume(h: ClientHandler, req: m.Resume) -> dict:
+    _require_logged_out(h)
+    record = _account_call(h.server.accounts.resume, req.username, req.token, h.ip)
+    return _log_in(h, record.name, record.display, new=False)
+
+
+@command(m.Logout)
+def logout(h: ClientHandler, req: m.Logout) -> dict:
+    h.server.forget(h)
+    h.user, h.display = None, ""
+    return {}
+
+
+@command(m.Rename)
+def rename(h: ClientHandler, req: m.Rename) -> dict:
+    display = unicodedata.normalize("NFC", req.display.strip())
+    if not 1 <= len(display) <= 32 or any(unicodedata.category(c)[0] == "C" for c in display):
+        raise CommandError("invalid_display", "display names are 1-32 printable characters")
+    server = h.server
+    with server.lock:
+        if server.store.display_in_use(display, except_user=h.user):
+            raise CommandError("display_taken", f"{display!r} is already used by someone else")
+        try:
+            server.store.set_display(h.user, display)
+        except NameTaken:
+            raise CommandError("display_taken", f"{display!r} is already used") from None
+        old, h.display = h.display, display
+    server.broadcast(m.Renamed(h.user, old, display))
+    return {"display": display}
+
+
+# ---------------------------------------------------------------- messaging
+
+
+def _check_text(h: ClientHandler, text: str) -> None:
+    limit = h.server.config.max_text
+    if not text.strip():
+        raise CommandError("invalid_text", "a message cannot be empty")
+    if len(text) > limit:
+        raise CommandError("invalid_text",
+                           f"a message can have at most {limit} characters ({len(text)} given)")
+
+
+def _member_room(h: ClientHandler, name: str) -> Room:
+    room = h.server.rooms.get(name.lower())
+    if room is None:
+        raise CommandError("no_such_room", f"there is no room named {name!r}")
+    if h.user.lower() not in room.members:
+        raise CommandError("not_member", f"you are not in the room {room.name!r}")
+    return room
+
+
+@command(m.Send)
+def send(h: ClientHandler, req: m.Send) -> dict:
+    _check_text(h, req.text)
+    server, now = h.server, time.time()
+    if req.kind == "public":
+        stored = server.store.add_message(now, h.user, h.display, "public", "", req.text)
+        server.broadcast(_event(stored))
+        return {"msg_id": stored.msg_id, "ts": stored.ts}
+    if req.kind == "room":
+        with server.lock:
+            room = _member_room(h, req.target)
+        stored = server.store.add_message(now, h.user, h.display, "room", room.name, req.text)
+        with server.lock:
+            members = list(room.members)
+        server.send_to(members, _event(stored))
+        return {"msg_id": stored.msg_id, "ts": stored.ts}
+    if req.kind == "direct":
+        record = server.store.get_user(req.target)
+        if record is None:
+            raise CommandError("no_such_user", f"there is no user named {req.target!r}")
+        target = server.get_client(record.name)
+        stored = server.store.add_message(now, h.user, h.display, "direct", record.name,
+                                          req.text,
+                                          pending_for=None if target else record.name)
+        event = _event(stored)
+        if target is not None:
+            target.send_event(event)
+        if target is not h:
+            h.send_event(event)
+        result = {"msg_id": stored.msg_id, "ts": stored.ts}
+        if target is None:
+            result["stored"] = True
+        return result
+    raise CommandError("bad_message", f"unknown message kind {req.kind!r}")
+
+
+@command(m.History)
+def history(h: ClientHandler, req: m.History) -> dict:
+    if req.kind == "room":
+        with h.server.lock:
+            room = h.server.rooms.get(req.target.lower())
+            if room is not None and h.user.lower() not in room.members:
+                raise CommandError("not_member", "join the room to read its history")
+    elif req.kind == "direct":
+        if h.server.store.get_user(req.target) is None:
+            raise CommandError("no_such_user", f"there is no user named {req.target!r}")
+    elif req.kind != "public":
+        raise CommandError("bad_message", f"unknown conversation kind {req.kind!r}")
+    limit = max(1, min(MAX_HISTORY, req.limit))
+    conv = conversation_key(req.kind, h.user, req.target)
+    return {"messages": [s.to_dict() for s in h.server.store.history(conv, limit, req.before)]}
+
+
+def _user_entry(name: str, display: str, online: bool) -> dict:
+    return {"name": name, "display": display, "online": online}
+
+
+@command(m.ListUsers)
+def list_users(h: ClientHandler, req: m.ListUsers) -> dict:
+    with h.server.lock:
+        online = set(h.server.clients)
+    users = h.server.store.all_users()
+    return {"users": [_user_entry(n, d, n.lower() in online) for n, d in users]}
+
+
+@command(m.ListOnline)
+def list_online(h: ClientHandler, req: m.ListOnline) -> dict:
+    clients = sorted(h.server.online(), key=lambda c: (c.user or "").lower())
+    return {"users": [_user_entry(c.user, c.display, True) for c in clients if c.user]}
+
+
+@command(m.OpenSession)
+def open_session(h: ClientHandler, req: m.OpenSession) -> dict:
+    record = h.server.store.get_user(req.user)
+    if record is None:
+        raise CommandError("no_such_user", f"there is no user named {req.user!r}")
+    with h.server.lock:
+        h.server.sessions[h.user.lower()] = record.name
+    return {"user": record.name, "display": record.display,
+            "online": h.server.get_client(record.name) is not None}
+
+
+@command(m.CloseSession)
+def close_session(h: ClientHandler, req: m.CloseSession) -> dict:
+    with h.server.lock:
+        h.server.sessions.pop(h.user.lower(), None)
+    return {}
+
+
+from . import room_commands  # noqa: E402,F401  (registers the room commands)
+from . import file_sharing  # noqa: E402,F401  (registers the file commands)

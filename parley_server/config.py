@@ -1,0 +1,37 @@
+"""Server settings, with the embedded defaults used when nothing is given."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_PORT = 5150
+
+
+def app_dir() -> Path:
+    """The folder beside the executable when frozen (never PyInstaller's temporary folder)."""
+    if getattr(sys, "frozen", False):
+        return Path(sys.executable).resolve().parent
+    return Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class ServerConfig:
+    host: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    files_dir: Path = field(default_factory=lambda: app_dir() / "ServerFiles")
+    data_dir: Path = field(default_factory=lambda: app_dir() / "data")
+    max_frame: int = 1 << 20
+    max_text: int = 4000
+    sendq_limit: int = 4 << 20          # bytes queued for one client before it is dropped
+    keepalive_after: float = 20.0       # ping a client silent this long
+    dead_after: float = 60.0            # drop a client silent this long (ping unanswered)
+    poll_interval: float = 5.0          # how often an idle reader wakes to check the above
+    history_keep: int = 5000            # messages kept per conversation
+    scrypt_n: int = 2**14
+    max_upload: int = 100 << 20
+    udp_port: int | None = None         # None: same number as the TCP port (0 when port is 0)
+    scan_interval: float = 1.0          # how often the files dir is checked for changes
+    motd: str = "Welcome to Parley."
+    console: bool = False

@@ -1,0 +1,134 @@
+"""Wires the file library, uploads and the UDP transfer service into the chat server, and
+answers the file requests (list_files, download, upload_*)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from typing import TYPE_CHECKING
+
+from protocol import messages as m
+
+from .commands import CommandError, command
+
+if TYPE_CHECKING:
+    from .chat_server import ChatServer
+    from .handler import ClientHandler
+
+log = logging.getLogger("parley.files")
+UPLOAD_CHUNK = 48 * 1024  # raw bytes per upload_chunk: small enough to interleave with chat
+
+
+class FileSharing:
+    def __init__(self, server: ChatServer) -> None:
+        from .library import FileLibrary
+        from .transfer_service import TransferService
+        from .uploads import UploadManager
+
+        cfg = server.config
+        self.server = server
+        self.library = FileLibrary(cfg.files_dir, cfg.data_dir / "files.sqlite3",
+                                   exclude=[cfg.data_dir], scan_interval=cfg.scan_interval,
+                                   on_change=self._on_change)
+        self.uploads = UploadManager(self.library, max_upload=cfg.max_upload)
+        udp_port = cfg.udp_port if cfg.udp_port is not None else server.address[1]
+        try:
+            self.transfers = TransferService(cfg.host, udp_port)
+        except OSError:
+            self.transfers = TransferService(cfg.host, 0)  # that number is taken: any free one
+        self.library.start()
+        self.transfers.start()
+
+    def _on_change(self, added: list, removed: list[str]) -> None:
+        for entry in added:
+            self.server.broadcast(m.FileAdded(entry.to_dict(), entry.uploader))
+        for name in removed:
+            self.server.broadcast(m.FileRemoved(name))
+
+    def forget_client(self, handler: ClientHandler) -> None:
+        for upload_id in list(handler.uploads):
+            self.uploads.abort(upload_id)
+        handler.uploads.clear()
+
+    def close(self) -> None:
+        self.transfers.shutdown()
+        self.library.close()
+
+
+def attach_file_sharing(server: ChatServer) -> None:
+    server.files = FileSharing(server)
+
+
+def _files(h: ClientHandler) -> FileSharing:
+    if h.server.files is None:
+        raise CommandError("unavailable", "file sharing is not enabled on this server")
+    return h.server.files
+
+
+def _library_call(fn, *args, **kwargs):
+    from .library import LibraryError
+    from .uploads import UploadError
+
+    try:
+        return fn(*args, **kwargs)
+    except (LibraryError, UploadError) as exc:
+        raise CommandError(exc.code, str(exc)) from None
+
+
+@command(m.ListFiles)
+def list_files(h: ClientHandler, req: m.ListFiles) -> dict:
+    return {"files": [e.to_dict() for e in _files(h).library.list()]}
+
+
+@command(m.Download)
+def download(h: ClientHandler, req: m.Download) -> dict:
+    files = _files(h)
+    path = _library_call(files.library.resolve, req.name)
+    size = path.stat().st_size
+    if not 0 <= req.offset <= size:
+        raise CommandError("bad_offset", f"offset {req.offset} is outside the file ({size} bytes)")
+    sha = _library_call(files.library.sha256_of, req.name, timeout=60.0)
+    return files.transfers.offer(path, size, sha, h.ip, offset=req.offset,
+                                 block_size=req.block_size)
+
+
+@command(m.UploadBegin)
+def upload_begin(h: ClientHandler, req: m.UploadBegin) -> dict:
+    upload = _library_call(_files(h).uploads.begin, h.user, req.name, req.size, req.sha256)
+    h.uploads.add(upload.upload_id)
+    return {"upload_id": upload.upload_id, "chunk_size": UPLOAD_CHUNK}
+
+
+def _own_upload(h: ClientHandler, upload_id: str) -> None:
+    if upload_id not in h.uploads:
+        raise CommandError("no_such_upload", "no upload of yours has that id")
+
+
+@command(m.UploadChunk)
+def upload_chunk(h: ClientHandler, req: m.UploadChunk) -> dict:
+    _own_upload(h, req.upload_id)
+    try:
+        data = base64.b64decode(req.data, validate=True)
+    except (binascii.Error, ValueError):
+        raise CommandError("bad_message", "upload data is not valid base64") from None
+    received = _library_call(_files(h).uploads.write, req.upload_id, req.offset, data)
+    return {"received": received if isinstance(received, int) else req.offset + len(data)}
+
+
+@command(m.UploadEnd)
+def upload_end(h: ClientHandler, req: m.UploadEnd) -> dict:
+    _own_upload(h, req.upload_id)
+    h.uploads.discard(req.upload_id)
+    entry = _library_call(_files(h).uploads.finish, req.upload_id)
+    # The watcher will also see the file, but everyone should hear who shared it right away.
+    h.server.broadcast(m.FileAdded(entry.to_dict(), h.user))
+    return {"file": entry.to_dict()}
+
+
+@command(m.UploadAbort)
+def upload_abort(h: ClientHandler, req: m.UploadAbort) -> dict:
+    _own_upload(h, req.upload_id)
+    h.uploads.discard(req.upload_id)
+    _files(h).uploads.abort(req.upload_id)
+    return {}

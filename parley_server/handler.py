@@ -1,0 +1,173 @@
+"""One connected client: a reader thread that decodes requests and answers them, and an
+outgoing queue with its own writer thread (see outgoing.py)."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import socket
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from protocol import (
+    BadMessage,
+    Connection,
+    ConnectionClosed,
+    LocalProtocolError,
+    RemoteProtocolError,
+    Role,
+    encode_message,
+)
+from protocol import messages as m
+from protocol.connection import PRE_AUTH_REQUESTS
+
+from .commands import COMMANDS, CommandError
+from .outgoing import OutgoingQueue
+
+if TYPE_CHECKING:
+    from .chat_server import ChatServer
+
+log = logging.getLogger("parley.handler")
+
+
+class ClientHandler:
+    def __init__(self, server: ChatServer, sock: socket.socket, address) -> None:
+        self.server = server
+        self.sock = sock
+        self.address = address
+        self.ip = address[0]
+        self.user: str | None = None
+        self.display: str = ""
+        self.conn = Connection(Role.SERVER, max_frame=server.config.max_frame)
+        self.uploads: set[str] = set()
+        self.connected_at = time.time()
+        self._last_heard = time.monotonic()
+        self._ping_nonce: int | None = None
+        self._after_reply = None  # set by a command that must act once its reply is queued
+        self._closed = threading.Event()
+        self._close_lock = threading.Lock()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.settimeout(server.config.poll_interval)
+        self.out = OutgoingQueue(sock, server.config.sendq_limit, on_fail=self.disconnect,
+                                 name=f"writer-{address[0]}:{address[1]}")
+        self._reader = threading.Thread(target=self._run, name=f"reader-{address[0]}:{address[1]}",
+                                        daemon=True)
+
+    def __repr__(self) -> str:
+        return f"<ClientHandler {self.user or '-'} {self.ip}:{self.address[1]}>"
+
+    def start(self) -> None:
+        self.out.start()
+        self._reader.start()
+
+    def join(self, timeout: float) -> None:
+        if threading.current_thread() is not self._reader:
+            self._reader.join(timeout)
+
+    # ------------------------------------------------------------ output
+
+    def enqueue(self, data: bytes) -> bool:
+        return self.out.put(data)
+
+    def send_event(self, msg: m.Message) -> bool:
+        return self.out.put(encode_message(msg, self.server.config.max_frame))
+
+    def _reply(self, msg: m.Message) -> None:
+        # Replies go through our Connection so its state machine follows logins and logouts.
+        try:
+            self.out.put(self.conn.send(msg))
+        except LocalProtocolError as exc:
+            log.warning("%r: could not send %s: %s", self, msg.TYPE, exc)
+
+    def disconnect(self, code: str, reason: str) -> None:
+        """Say bye (best effort), flush, close. Safe from any thread, any number of times."""
+        with self._close_lock:
+            if self._closed.is_set():
+                return
+            self._closed.set()
+        self.send_event(m.Bye(code, reason))
+        self.out.close(timeout=1.0)
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already gone: nothing left to tell the peer
+        self.sock.close()
+        self.server.forget(self)
+        log.info("%r disconnected: %s (%s)", self, code, reason)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    # ------------------------------------------------------------ input
+
+    def _run(self) -> None:
+        try:
+            while not self._closed.is_set():
+                try:
+                    data = self.sock.recv(65536)
+                except TimeoutError:
+                    self._check_idle()
+                    continue
+                except OSError:
+                    break
+                self._last_heard = time.monotonic()
+                self._ping_nonce = None
+                try:
+                    self.conn.receive_data(data)
+                except RemoteProtocolError as exc:
+                    self.send_event(m.Error(None, exc.code, str(exc)))
+                    self.disconnect("protocol_error", str(exc))
+                    return
+                for event in self.conn.events():
+                    if isinstance(event, ConnectionClosed):
+                        self.disconnect("closed", "the client closed the connection")
+                        return
+                    self._dispatch(event)
+                    if self._closed.is_set():
+                        return
+        finally:
+            self.disconnect("closed", "connection lost")
+
+    def _check_idle(self) -> None:
+        silent = time.monotonic() - self._last_heard
+        if silent >= self.server.config.dead_after:
+            self.disconnect("timeout", f"no answer for {silent:.0f} s")
+        elif silent >= self.server.config.keepalive_after and self._ping_nonce is None:
+            self._ping_nonce = secrets.randbelow(2**31)
+            self.send_event(m.Ping(self._ping_nonce))
+
+    def _dispatch(self, event: object) -> None:
+        if isinstance(event, BadMessage):
+            self.send_event(m.Error(event.request_id, event.code, event.message))
+            if event.code == "handshake_required":
+                self.disconnect("protocol_error", event.message)
+            return
+        if isinstance(event, m.Pong):
+            return  # hearing anything already counted as alive
+        assert isinstance(event, m.Request)
+        if self.user is None and event.TYPE not in PRE_AUTH_REQUESTS:
+            self._reply(m.Error(event.id, "not_authenticated", "log in first"))
+            return
+        command = COMMANDS.get(event.TYPE)
+        if command is None:
+            self._reply(m.Error(event.id, "unknown_type", f"{event.TYPE!r} is not supported"))
+            return
+        try:
+            result = command(self, event)
+        except CommandError as exc:
+            self._reply(m.Error(event.id, exc.code, exc.message))
+            if exc.disconnect:
+                self.disconnect(exc.code, exc.message)
+            return
+        except Exception:
+            log.exception("%r: %s failed", self, event.TYPE)
+            self._reply(m.Error(event.id, "internal", "the server failed to handle that request"))
+            return
+        self._reply(m.Ok(event.id, result or {}))
+        after = self._after_reply
+        if after is not None:
+            self._after_reply = None
+            after()

@@ -1,0 +1,66 @@
+"""Start a configured server, print where to reach it, and stop cleanly when asked."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+
+from .chat_server import ChatServer
+from .config import ServerConfig
+from .console import AdminConsole
+from .file_sharing import attach_file_sharing
+
+
+def lan_addresses() -> list[str]:
+    """The addresses people on the network would type (best effort, no traffic is sent)."""
+    found: list[str] = []
+    try:
+        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
+            ip = info[4][0]
+            if ip not in found and not ip.startswith("127."):
+                found.append(ip)
+    except OSError:
+        pass  # no resolvable hostname: fall back to the UDP trick below
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))  # TEST-NET: connect() on UDP only picks a route
+            ip = s.getsockname()[0]
+            if ip not in found and not ip.startswith("127."):
+                found.append(ip)
+    except OSError:
+        pass  # no route at all: loopback only
+    return found or ["127.0.0.1"]
+
+
+def run_server(config: ServerConfig, stop: threading.Event, discovery: bool = True) -> int:
+    for folder in (config.files_dir, config.data_dir):
+        if not folder.exists():
+            folder.mkdir(parents=True)
+            print(f"created {folder}", flush=True)
+    try:
+        server = ChatServer(config)
+    except OSError as exc:
+        print(f"error: cannot listen on {config.host}:{config.port}: {exc.strerror}",
+              file=sys.stderr, flush=True)
+        return 2
+    attach_file_sharing(server)
+    server.start()
+    port = server.address[1]
+    print(f"Parley server listening on port {port}", flush=True)
+    if config.host in ("0.0.0.0", "::", ""):
+        for ip in lan_addresses():
+            print(f"  people can connect to {ip} port {port}", flush=True)
+    else:
+        print(f"  address {config.host} port {port}", flush=True)
+    print(f"  shared files: {config.files_dir.resolve()}", flush=True)
+    print(f"  data:         {config.data_dir.resolve()}", flush=True)
+    if config.console:
+        AdminConsole(server, on_exit=stop.set).start()
+        print("admin console ready: type help", flush=True)
+    while not stop.wait(0.5):
+        pass
+    print("shutting down", flush=True)
+    server.shutdown()
+    print("stopped", flush=True)
+    return 0

@@ -1,0 +1,254 @@
+"""SQLite persistence for accounts, message history and stored (offline) direct messages.
+
+One connection, used by one writer thread that commits in groups: every caller waits until its
+write is durable (synchronous=FULL in WAL mode), so whatever the server acknowledges survives a
+kill -9, while a burst of messages shares one fsync instead of paying one each.
+Reads use a separate connection per calling thread (WAL lets readers run beside the writer).
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    name_key TEXT PRIMARY KEY,          -- lower-cased: names are unique case-insensitively
+    name TEXT NOT NULL,
+    display TEXT NOT NULL,
+    pw_hash BLOB NOT NULL,
+    pw_salt BLOB NOT NULL,
+    pw_params TEXT NOT NULL,            -- "scrypt:n:r:p", so the cost can be raised later
+    resume_hash BLOB,                   -- SHA-256 of the reconnect token, never the token itself
+    created REAL NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS users_display ON users(lower(display));
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    sender TEXT NOT NULL,
+    sender_display TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    conv TEXT NOT NULL,                 -- conversation key, see conversation_key()
+    text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_conv ON messages(conv, id);
+CREATE TABLE IF NOT EXISTS pending (    -- direct messages waiting for an offline recipient
+    user_key TEXT NOT NULL,
+    msg_id INTEGER NOT NULL REFERENCES messages(id),
+    PRIMARY KEY (user_key, msg_id)
+);
+"""
+
+
+def conversation_key(kind: str, sender: str, target: str) -> str:
+    """One key per conversation: both sides of a direct chat map to the same key."""
+    if kind == "public":
+        return "public"
+    if kind == "room":
+        return "room:" + target.lower()
+    a, b = sorted((sender.lower(), target.lower()))
+    return f"direct:{a}:{b}"
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    name: str
+    display: str
+    pw_hash: bytes
+    pw_salt: bytes
+    pw_params: str
+    resume_hash: bytes | None
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    msg_id: int
+    ts: float
+    sender: str
+    sender_display: str
+    kind: str
+    target: str
+    text: str
+
+    def to_dict(self) -> dict:
+        return {
+            "msg_id": self.msg_id, "ts": self.ts, "sender": self.sender,
+            "sender_display": self.sender_display, "kind": self.kind, "target": self.target,
+            "text": self.text,
+        }
+
+
+class NameTaken(Exception):
+    pass
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        db = self._connect()
+        db.executescript(SCHEMA)
+        db.commit()
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
+        self._writer.start()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        return db
+
+    def _reader(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = self._connect()
+        return db
+
+    # ------------------------------------------------------------ group-committing writer
+
+    def _write(self, fn) -> object:
+        """Run fn(db) inside the writer's next transaction; return its result once committed."""
+        fut: Future = Future()
+        self._jobs.put((fn, fut))
+        return fut.result()
+
+    def _write_loop(self) -> None:
+        db = self._connect()
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                break
+            batch = [job]
+            while len(batch) < 500:
+                try:
+                    nxt = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._jobs.put(None)  # finish this batch, then stop
+                    break
+                batch.append(nxt)
+            results = []
+            db.execute("BEGIN IMMEDIATE")
+            for fn, fut in batch:
+                db.execute("SAVEPOINT job")
+                try:
+                    results.append((fut, fn(db), None))
+                    db.execute("RELEASE job")
+                except Exception as exc:  # handed to the caller, who reports it
+                    db.execute("ROLLBACK TO job")
+                    db.execute("RELEASE job")
+                    results.append((fut, None, exc))
+            try:
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                db.execute("ROLLBACK")
+                results = [(fut, None, exc) for fut, _r, _e in results]
+            for fut, value, exc in results:
+                if exc is None:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(exc)
+        db.close()
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._writer.join(timeout=10)
+
+    # ------------------------------------------------------------ accounts
+
+    def create_user(self, name: str, pw_hash: bytes, salt: bytes, params: str) -> None:
+        def fn(db: sqlite3.Connection) -> None:
+            try:
+                db.execute(
+                    "INSERT INTO users(name_key, name, display, pw_hash, pw_salt, pw_params, created)"
+                    " VALUES (?,?,?,?,?,?,?)",
+                    (name.lower(), name, name, pw_hash, salt, params, time.time()),
+                )
+            except sqlite3.IntegrityError:
+                raise NameTaken(name) from None
+
+        self._write(fn)
+
+    def get_user(self, name: str) -> UserRecord | None:
+        row = self._reader().execute(
+            "SELECT name, display, pw_hash, pw_salt, pw_params, resume_hash FROM users"
+            " WHERE name_key = ?", (name.lower(),)
+        ).fetchone()
+        return UserRecord(*row) if row else None
+
+    def display_in_use(self, display: str, except_user: str) -> bool:
+        row = self._reader().execute(
+            "SELECT 1 FROM users WHERE (lower(display) = lower(?) OR name_key = lower(?))"
+            " AND name_key != lower(?)", (display, display, except_user)
+        ).fetchone()
+        return row is not None
+
+    def set_display(self, name: str, display: str) -> None:
+        def fn(db: sqlite3.Connection) -> None:
+            try:
+                db.execute("UPDATE users SET display = ? WHERE name_key = ?", (display, name.lower()))
+            except sqlite3.IntegrityError:
+                raise NameTaken(display) from None
+
+        self._write(fn)
+
+    def set_resume_hash(self, name: str, resume_hash: bytes) -> None:
+        self._write(lambda db: db.execute(
+            "UPDATE users SET resume_hash = ? WHERE name_key = ?", (resume_hash, name.lower())))
+
+    def all_users(self) -> list[tuple[str, str]]:
+        return self._reader().execute("SELECT name, display FROM users ORDER BY name_key").fetchall()
+
+    # ------------------------------------------------------------ messages
+
+    def add_message(self, ts: float, sender: str, sender_display: str, kind: str, target: str,
+                    text: str, pending_for: str | None = None) -> StoredMessage:
+        conv = conversation_key(kind, sender, target)
+
+        def fn(db: sqlite3.Connection) -> int:
+            cur = db.execute(
+                "INSERT INTO messages(ts, sender, sender_display, kind, target, conv, text)"
+                " VALUES (?,?,?,?,?,?,?)", (ts, sender, sender_display, kind, target, conv, text))
+            if pending_for is not None:
+                db.execute("INSERT INTO pending(user_key, msg_id) VALUES (?,?)",
+                           (pending_for.lower(), cur.lastrowid))
+            return cur.lastrowid
+
+        msg_id = self._write(fn)
+        return StoredMessage(msg_id, ts, sender, sender_display, kind, target, text)
+
+    def history(self, conv: str, limit: int, before: int | None) -> list[StoredMessage]:
+        rows = self._reader().execute(
+            "SELECT id, ts, sender, sender_display, kind, target, text FROM messages"
+            " WHERE conv = ? AND id < ? ORDER BY id DESC LIMIT ?",
+            (conv, before if before is not None else 2**62, limit),
+        ).fetchall()
+        return [StoredMessage(*r) for r in reversed(rows)]
+
+    def pending_for(self, user: str) -> list[StoredMessage]:
+        """Stored direct messages for user, oldest first. Cleared by clear_pending once sent."""
+        rows = self._reader().execute(
+            "SELECT m.id, m.ts, m.sender, m.sender_display, m.kind, m.target, m.text"
+            " FROM pending p JOIN messages m ON m.id = p.msg_id WHERE p.user_key = ?"
+            " ORDER BY m.id", (user.lower(),)).fetchall()
+        return [StoredMessage(*r) for r in rows]
+
+    def clear_pending(self, user: str, upto_msg_id: int) -> None:
+        self._write(lambda db: db.execute(
+            "DELETE FROM pending WHERE user_key = ? AND msg_id <= ?", (user.lower(), upto_msg_id)))
+
+    def trim_history(self, keep_per_conversation: int) -> None:
+        self._write(lambda db: db.execute(
+            "DELETE FROM messages WHERE id NOT IN (SELECT msg_id FROM pending) AND id IN ("
+            " SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY conv ORDER BY id DESC)"
+            " AS rn FROM messages) WHERE rn > ?)", (keep_per_conversation,)))

@@ -1,0 +1,401 @@
+"""Every message on the chat connection, as a frozen dataclass, and its JSON mapping.
+
+A frame's payload is one UTF-8 JSON object whose ``type`` field names the message. Requests
+(client to server) carry an ``id`` that the server echoes in its ``ok`` or ``error`` reply.
+Events (server to client) have no id. docs/protocol.md documents each field; keep them in step.
+
+Decoding validates field types from the annotations, so a handler never sees a wrong type.
+Unknown extra fields are ignored, so a newer peer can add fields without breaking an older one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from .errors import RemoteProtocolError
+
+MAX_ID = 2**53 - 1  # largest integer a JSON peer in any language reads exactly
+
+
+@dataclass(frozen=True)
+class Message:
+    TYPE: ClassVar[str] = ""
+
+
+@dataclass(frozen=True)
+class Request(Message):
+    """A client message that the server answers with Ok or Error carrying the same id."""
+
+    id: int
+
+
+# ---------------------------------------------------------------- client -> server requests
+
+
+@dataclass(frozen=True)
+class Hello(Request):
+    TYPE: ClassVar[str] = "hello"
+    version: int
+    software: str = ""
+
+
+@dataclass(frozen=True)
+class Register(Request):
+    TYPE: ClassVar[str] = "register"
+    username: str
+    password: str
+
+
+@dataclass(frozen=True)
+class Login(Request):
+    TYPE: ClassVar[str] = "login"
+    username: str
+    password: str
+
+
+@dataclass(frozen=True)
+class Resume(Request):
+    """Log in again with the resume_token from an earlier login or register reply."""
+
+    TYPE: ClassVar[str] = "resume"
+    username: str
+    token: str
+
+
+@dataclass(frozen=True)
+class Logout(Request):
+    TYPE: ClassVar[str] = "logout"
+
+
+@dataclass(frozen=True)
+class Send(Request):
+    """kind is "public" (target ignored, send ""), "direct" (target: username) or "room" (target: room)."""
+
+    TYPE: ClassVar[str] = "send"
+    kind: str
+    target: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ListUsers(Request):
+    TYPE: ClassVar[str] = "list_users"
+
+
+@dataclass(frozen=True)
+class ListOnline(Request):
+    TYPE: ClassVar[str] = "list_online"
+
+
+@dataclass(frozen=True)
+class ListRooms(Request):
+    TYPE: ClassVar[str] = "list_rooms"
+
+
+@dataclass(frozen=True)
+class RoomMembers(Request):
+    TYPE: ClassVar[str] = "room_members"
+    room: str
+
+
+@dataclass(frozen=True)
+class JoinRoom(Request):
+    TYPE: ClassVar[str] = "join_room"
+    room: str
+
+
+@dataclass(frozen=True)
+class LeaveRoom(Request):
+    TYPE: ClassVar[str] = "leave_room"
+    room: str
+
+
+@dataclass(frozen=True)
+class CloseRoom(Request):
+    TYPE: ClassVar[str] = "close_room"
+    room: str
+
+
+@dataclass(frozen=True)
+class OpenSession(Request):
+    TYPE: ClassVar[str] = "open_session"
+    user: str
+
+
+@dataclass(frozen=True)
+class CloseSession(Request):
+    TYPE: ClassVar[str] = "close_session"
+
+
+@dataclass(frozen=True)
+class Rename(Request):
+    TYPE: ClassVar[str] = "rename"
+    display: str
+
+
+@dataclass(frozen=True)
+class History(Request):
+    TYPE: ClassVar[str] = "history"
+    kind: str
+    target: str
+    limit: int = 50
+    before: int | None = None
+
+
+@dataclass(frozen=True)
+class ListFiles(Request):
+    TYPE: ClassVar[str] = "list_files"
+
+
+@dataclass(frozen=True)
+class Download(Request):
+    TYPE: ClassVar[str] = "download"
+    name: str
+    offset: int = 0
+    block_size: int | None = None
+
+
+@dataclass(frozen=True)
+class UploadBegin(Request):
+    TYPE: ClassVar[str] = "upload_begin"
+    name: str
+    size: int
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class UploadChunk(Request):
+    TYPE: ClassVar[str] = "upload_chunk"
+    upload_id: str
+    offset: int
+    data: str  # base64 (RFC 4648, standard alphabet, padded)
+
+
+@dataclass(frozen=True)
+class UploadEnd(Request):
+    TYPE: ClassVar[str] = "upload_end"
+    upload_id: str
+
+
+@dataclass(frozen=True)
+class UploadAbort(Request):
+    TYPE: ClassVar[str] = "upload_abort"
+    upload_id: str
+
+
+@dataclass(frozen=True)
+class Pong(Message):
+    """The client's answer to a server Ping. Not a request: no reply."""
+
+    TYPE: ClassVar[str] = "pong"
+    nonce: int
+
+
+# ---------------------------------------------------------------- server -> client
+
+
+@dataclass(frozen=True)
+class Ok(Message):
+    TYPE: ClassVar[str] = "ok"
+    id: int
+    result: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Error(Message):
+    """id is the failed request's id, or None for an error not tied to a request."""
+
+    TYPE: ClassVar[str] = "error"
+    id: int | None
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ChatMessage(Message):
+    TYPE: ClassVar[str] = "message"
+    msg_id: int
+    ts: float
+    sender: str
+    sender_display: str
+    kind: str
+    target: str
+    text: str
+    delayed: bool = False
+
+
+@dataclass(frozen=True)
+class Presence(Message):
+    TYPE: ClassVar[str] = "presence"
+    user: str
+    display: str
+    online: bool
+
+
+@dataclass(frozen=True)
+class Renamed(Message):
+    TYPE: ClassVar[str] = "renamed"
+    user: str
+    old_display: str
+    display: str
+
+
+@dataclass(frozen=True)
+class RoomEvent(Message):
+    """event is "joined", "left" or "closed"; user is who did it."""
+
+    TYPE: ClassVar[str] = "room"
+    room: str
+    event: str
+    user: str
+    display: str
+
+
+@dataclass(frozen=True)
+class FileAdded(Message):
+    TYPE: ClassVar[str] = "file_added"
+    file: dict
+    by: str | None = None
+
+
+@dataclass(frozen=True)
+class FileRemoved(Message):
+    TYPE: ClassVar[str] = "file_removed"
+    name: str
+
+
+@dataclass(frozen=True)
+class Ping(Message):
+    TYPE: ClassVar[str] = "ping"
+    nonce: int
+
+
+@dataclass(frozen=True)
+class Bye(Message):
+    """Sent just before the server closes the connection."""
+
+    TYPE: ClassVar[str] = "bye"
+    code: str
+    reason: str
+
+
+CLIENT_MESSAGES: dict[str, type[Message]] = {
+    cls.TYPE: cls
+    for cls in (
+        Hello, Register, Login, Resume, Logout, Send, ListUsers, ListOnline, ListRooms, RoomMembers,
+        JoinRoom, LeaveRoom, CloseRoom, OpenSession, CloseSession, Rename, History, ListFiles,
+        Download, UploadBegin, UploadChunk, UploadEnd, UploadAbort, Pong,
+    )
+}
+SERVER_MESSAGES: dict[str, type[Message]] = {
+    cls.TYPE: cls
+    for cls in (
+        Ok, Error, ChatMessage, Presence, Renamed, RoomEvent, FileAdded, FileRemoved, Ping, Bye,
+    )
+}
+
+
+# ---------------------------------------------------------------- JSON mapping
+
+_SCALARS = {str: str, int: int, float: (int, float), bool: bool, dict: dict, list: list}
+
+
+def _spec(cls: type[Message]) -> tuple[tuple[str, tuple, bool, Any], ...]:
+    """(name, accepted python types, nullable, default-or-MISSING) per field, computed once."""
+    cached = cls.__dict__.get("_wire_spec")
+    if cached is not None:
+        return cached
+    hints = typing.get_type_hints(cls)
+    spec = []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        nullable = False
+        if isinstance(hint, types.UnionType):
+            args = [a for a in hint.__args__ if a is not type(None)]
+            nullable = len(args) != len(hint.__args__)
+            hint = args[0]
+        base = typing.get_origin(hint) or hint
+        accepted = _SCALARS[base]
+        if not isinstance(accepted, tuple):
+            accepted = (accepted,)
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory
+        else:
+            default = dataclasses.MISSING
+        spec.append((f.name, accepted, nullable, default))
+    result = tuple(spec)
+    cls._wire_spec = result  # type: ignore[attr-defined]
+    return result
+
+
+def message_to_dict(msg: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": msg.TYPE}
+    for name, _accepted, _nullable, _default in _spec(type(msg)):
+        out[name] = getattr(msg, name)
+    return out
+
+
+def encode_payload(msg: Message) -> bytes:
+    return json.dumps(message_to_dict(msg), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class InvalidMessage(Exception):
+    """A well-framed JSON object that is not a valid message. Recoverable: answer with an error."""
+
+    def __init__(self, code: str, message: str, request_id: int | None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.request_id = request_id
+
+
+def _request_id(obj: dict) -> int | None:
+    rid = obj.get("id")
+    if type(rid) is int and 0 <= rid <= MAX_ID:
+        return rid
+    return None
+
+
+def parse_payload(payload: bytes) -> dict:
+    """Bytes of one frame to a JSON object. Garbage here means the stream is broken: remote error."""
+    try:
+        obj = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise RemoteProtocolError(f"frame is not UTF-8 JSON: {exc}", "bad_frame") from None
+    if not isinstance(obj, dict):
+        raise RemoteProtocolError("frame is not a JSON object", "bad_frame")
+    return obj
+
+
+def message_from_dict(obj: dict, registry: dict[str, type[Message]]) -> Message:
+    """Build the typed message; raises InvalidMessage for an unknown type or a bad field."""
+    rid = _request_id(obj)
+    type_name = obj.get("type")
+    cls = registry.get(type_name) if isinstance(type_name, str) else None
+    if cls is None:
+        raise InvalidMessage("unknown_type", f"unknown message type {type_name!r}", rid)
+    kwargs = {}
+    for name, accepted, nullable, default in _spec(cls):
+        if name not in obj:
+            if default is dataclasses.MISSING:
+                raise InvalidMessage("bad_message", f"{cls.TYPE}: missing field {name!r}", rid)
+            continue
+        value = obj[name]
+        if value is None:
+            if not nullable:
+                raise InvalidMessage("bad_message", f"{cls.TYPE}: field {name!r} is null", rid)
+        elif not isinstance(value, accepted) or (type(value) is bool and bool not in accepted):
+            raise InvalidMessage(
+                "bad_message", f"{cls.TYPE}: field {name!r} has the wrong type", rid
+            )
+        elif name in ("id", "nonce", "offset", "size", "limit", "msg_id") and type(value) is int:
+            if not 0 <= value <= MAX_ID:
+                raise InvalidMessage("bad_message", f"{cls.TYPE}: field {name!r} out of range", rid)
+        kwargs[name] = value
+    return cls(**kwargs)

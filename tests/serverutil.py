@@ -1,0 +1,93 @@
+"""Starting real Parley servers for tests: in-process (port 0) or as a subprocess."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from parley_server.chat_server import ChatServer
+from parley_server.config import ServerConfig
+from parley_server.file_sharing import attach_file_sharing
+
+REPO = Path(__file__).resolve().parent.parent
+FAST_SCRYPT_N = 2**10  # tests hash many passwords; the cost parameter is stored per user
+
+
+@dataclass
+class RunningServer:
+    server: ChatServer
+    host: str
+    port: int
+    files_dir: Path
+    data_dir: Path
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+def make_config(tmp_path: Path, **kwargs) -> ServerConfig:
+    files_dir = kwargs.pop("files_dir", tmp_path / "files")
+    data_dir = kwargs.pop("data_dir", tmp_path / "data")
+    files_dir.mkdir(parents=True, exist_ok=True)
+    kwargs.setdefault("host", "127.0.0.1")
+    kwargs.setdefault("port", 0)
+    kwargs.setdefault("scrypt_n", FAST_SCRYPT_N)
+    kwargs.setdefault("scan_interval", 0.2)
+    return ServerConfig(files_dir=files_dir, data_dir=data_dir, **kwargs)
+
+
+@contextlib.contextmanager
+def running_server(tmp_path: Path, *, files: bool = True, **kwargs):
+    """A real ChatServer in this process on 127.0.0.1 (port 0 unless port= is given)."""
+    config = make_config(tmp_path, **kwargs)
+    server = ChatServer(config)
+    if files:
+        attach_file_sharing(server)
+    server.start()
+    host, port = server.address
+    try:
+        yield RunningServer(server, host, port, config.files_dir, config.data_dir)
+    finally:
+        server.shutdown()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing accepts on {host}:{port}") from None
+            time.sleep(0.05)  # polling interval inside a bounded wait
+
+
+def start_server_process(tmp_path: Path, port: int, *extra: str) -> subprocess.Popen:
+    """server.py as a real process (for kill -9 and signal tests)."""
+    files = tmp_path / "files"
+    files.mkdir(exist_ok=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "server.py"), "--host", "127.0.0.1", "--port", str(port),
+         "--files-dir", str(files), "--data-dir", str(tmp_path / "data"),
+         "--scrypt-n", str(FAST_SCRYPT_N), "--no-discovery", *extra],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        wait_port(port)
+    except TimeoutError:
+        proc.kill()
+        raise
+    return proc
