@@ -19,7 +19,7 @@ from .accounts import AccountError
 from .store import NameTaken, StoredMessage, conversation_key
 
 if TYPE_CHECKING:
-    from .chat_server import ChatServer, Room
+    from .chat_server import Room
     from .handler import ClientHandler
 
 MAX_HISTORY = 200
@@ -264,5 +264,6 @@ def close_session(h: ClientHandler, req: m.CloseSession) -> dict:
     return {}
 
 
-from . import room_commands  # noqa: E402,F401  (registers the room commands)
-from . import file_sharing  # noqa: E402,F401  (registers the file commands)
+# Importing these registers their commands in COMMANDS (they import this module first).
+from . import file_sharing  # noqa: E402,F401,I001
+from . import room_commands  # noqa: E402,F401,I001

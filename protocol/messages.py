@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from .errors import RemoteProtocolError
 
 MAX_ID = 2**53 - 1  # largest integer a JSON peer in any language reads exactly
+_COUNTS = frozenset({"id", "nonce", "offset", "size", "limit", "msg_id"})  # must be 0..MAX_ID
 
 
 @dataclass(frozen=True)
@@ -394,8 +395,7 @@ def message_from_dict(obj: dict, registry: dict[str, type[Message]]) -> Message:
             raise InvalidMessage(
                 "bad_message", f"{cls.TYPE}: field {name!r} has the wrong type", rid
             )
-        elif name in ("id", "nonce", "offset", "size", "limit", "msg_id") and type(value) is int:
-            if not 0 <= value <= MAX_ID:
-                raise InvalidMessage("bad_message", f"{cls.TYPE}: field {name!r} out of range", rid)
+        elif type(value) is int and name in _COUNTS and not 0 <= value <= MAX_ID:
+            raise InvalidMessage("bad_message", f"{cls.TYPE}: field {name!r} out of range", rid)
         kwargs[name] = value
     return cls(**kwargs)

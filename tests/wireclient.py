@@ -84,6 +84,8 @@ class WireClient:
                 continue
 
     def hello(self) -> dict:
+        if self.conn.state.value != "handshake":
+            return {}
         return self.call(m.Hello, version=PROTOCOL_VERSION, software="tests")
 
     def register(self, user: str, password: str = "secret-pw") -> dict:
