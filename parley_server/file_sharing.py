@@ -53,6 +53,7 @@ class FileSharing:
 
     def close(self) -> None:
         self.transfers.shutdown()
+        self.uploads.close()
         self.library.close()
 
 
@@ -102,7 +103,7 @@ def upload_begin(h: ClientHandler, req: m.UploadBegin) -> dict:
 
 def _own_upload(h: ClientHandler, upload_id: str) -> None:
     if upload_id not in h.uploads:
-        raise CommandError("no_such_upload", "no upload of yours has that id")
+        raise CommandError("unknown_upload", "no upload of yours has that id")
 
 
 @command(m.UploadChunk)
@@ -112,17 +113,16 @@ def upload_chunk(h: ClientHandler, req: m.UploadChunk) -> dict:
         data = base64.b64decode(req.data, validate=True)
     except (binascii.Error, ValueError):
         raise CommandError("bad_message", "upload data is not valid base64") from None
-    received = _library_call(_files(h).uploads.write, req.upload_id, req.offset, data)
-    return {"received": received if isinstance(received, int) else req.offset + len(data)}
+    received = _library_call(_files(h).uploads.write, req.upload_id, req.offset, data, user=h.user)
+    return {"received": received}
 
 
 @command(m.UploadEnd)
 def upload_end(h: ClientHandler, req: m.UploadEnd) -> dict:
     _own_upload(h, req.upload_id)
     h.uploads.discard(req.upload_id)
-    entry = _library_call(_files(h).uploads.finish, req.upload_id)
-    # The watcher will also see the file, but everyone should hear who shared it right away.
-    h.server.broadcast(m.FileAdded(entry.to_dict(), h.user))
+    # finish() registers the file with the library, whose change listener tells everyone.
+    entry = _library_call(_files(h).uploads.finish, req.upload_id, user=h.user)
     return {"file": entry.to_dict()}
 
 

@@ -1,0 +1,284 @@
+"""Fan-out benchmark: N logged-in clients, a few senders of public messages.
+
+Prints: login time for N clients, latency p50/p99 at a gentle rate (10 msg/s), deliveries per
+second when saturated, the server's CPU seconds and peak RSS, and whether anything was lost
+or duplicated. The server runs as its own process (server.py) so its CPU and memory are its own.
+
+    python bench/fanout.py --clients 100 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import selectors
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from protocol import Connection, FrameDecoder, Role, encode_message  # noqa: E402
+from protocol import messages as m  # noqa: E402
+from protocol.version import PROTOCOL_VERSION  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call(sock: socket.socket, conn: Connection, req: m.Request) -> dict:
+    sock.sendall(conn.send(req))
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("server closed")
+        conn.receive_data(data)
+        for ev in conn.events():
+            if isinstance(ev, m.Ok) and ev.id == req.id:
+                return ev.result
+            if isinstance(ev, m.Error) and ev.id == req.id:
+                raise RuntimeError(f"{ev.code}: {ev.message}")
+
+
+def login(port: int, name: str, token: str | None = None, password: str = "bench-password"):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn = Connection(Role.CLIENT)
+    call(sock, conn, m.Hello(1, PROTOCOL_VERSION, "bench"))
+    if token is None:
+        result = call(sock, conn, m.Register(2, name, password))
+    else:
+        result = call(sock, conn, m.Resume(2, name, token))
+    return sock, conn, result
+
+
+def proc_stats(pid: int) -> tuple[float, int, int]:
+    """(CPU seconds, current RSS bytes, peak RSS bytes) of a process, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    rss = hwm = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) * 1024
+            elif line.startswith("VmHWM:"):
+                hwm = int(line.split()[1]) * 1024
+    return cpu, rss, hwm
+
+
+# ------------------------------------------------------------------ reader processes
+
+
+def reader_main(port, accounts, ready, go, stop, results):
+    """Log in this process's share of clients, then read everything until told to stop."""
+    t0 = time.perf_counter()
+    socks = []
+    for name, token in accounts:
+        sock, _conn, _ = login(port, name, token)
+        sock.setblocking(False)
+        socks.append(sock)
+    ready.put(time.perf_counter() - t0)
+    sel = selectors.DefaultSelector()
+    decoders = {}
+    for s in socks:
+        sel.register(s, selectors.EVENT_READ)
+        decoders[s.fileno()] = FrameDecoder()
+    seen: dict[int, set] = {i: set() for i in range(len(socks))}
+    index = {s.fileno(): i for i, s in enumerate(socks)}
+    latencies: list[float] = []
+    delivered = dups = 0
+    go.wait()
+    while not stop.is_set() or True:
+        events = sel.select(0.2)
+        if not events and stop.is_set():
+            break
+        now = time.time()
+        for key, _ in events:
+            s = key.fileobj
+            try:
+                data = s.recv(1 << 20)
+            except BlockingIOError:
+                continue
+            if not data:
+                sel.unregister(s)
+                continue
+            mine = seen[index[s.fileno()]]
+            for payload in decoders[s.fileno()].feed(data):
+                obj = json.loads(payload)
+                if obj.get("type") == "ping":
+                    s.send(encode_message(m.Pong(obj["nonce"])))
+                if obj.get("type") != "message":
+                    continue
+                tag, sent_at = obj["text"].split(" ", 2)[:2]
+                if tag in mine:
+                    dups += 1
+                mine.add(tag)
+                delivered += 1
+                latencies.append(now - float(sent_at))
+    results.put((delivered, dups, [len(v) for v in seen.values()], latencies,
+                 [set(v) for v in seen.values()][:1]))
+    for s in socks:
+        s.close()
+
+
+# ------------------------------------------------------------------ senders
+
+
+def send_paced(senders, rate: float, duration: float, prefix: str) -> int:
+    """Send at a total rate; returns how many were sent (each acknowledged)."""
+    n = int(rate * duration)
+    start = time.perf_counter()
+    for i in range(n):
+        target = start + i / rate
+        delay = target - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        sock, conn = senders[i % len(senders)]
+        call(sock, conn, m.Send(1000 + i, "public", "", f"{prefix}{i} {time.time()} gentle"))
+    return n
+
+
+def send_flood(sock, conn, count: int, prefix: str, window: int = 32) -> None:
+    """Pipelined sends (at most `window` unacknowledged) as fast as the server takes them."""
+    sent = acked = 0
+    while acked < count:
+        while sent < count and sent - acked < window:
+            sock.sendall(conn.send(m.Send(10_000_000 + sent, "public", "",
+                                          f"{prefix}{sent} {time.time()} flood")))
+            sent += 1
+        data = sock.recv(1 << 20)
+        if not data:
+            raise ConnectionError("server closed")
+        conn.receive_data(data)
+        for ev in conn.events():
+            if isinstance(ev, m.Ok | m.Error):
+                acked += 1
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(p / 100 * len(values)))]
+
+
+def run(n_clients: int, n_senders: int, readers: int, flood_per_sender: int, scrypt_n: int) -> None:
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = subprocess.Popen(
+            [sys.executable, str(REPO / "server.py"), "--host", "127.0.0.1", "--port", str(port),
+             "--data-dir", f"{tmp}/data", "--files-dir", f"{tmp}/files", "--no-discovery",
+             "--no-console", "--scrypt-n", str(scrypt_n)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            names = [f"user{i}" for i in range(n_clients)]
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(8) as pool:
+                regs = list(pool.map(lambda n: login(port, n), names))
+            reg_time = time.perf_counter() - t0
+            tokens = []
+            for sock, _conn, result in regs:
+                tokens.append(result["resume_token"])
+                sock.close()
+            print(f"\n== {n_clients} clients, {n_senders} senders ==")
+            print(f"registered {n_clients} accounts (scrypt n={scrypt_n}) in {reg_time:.2f} s")
+
+            ctx = mp.get_context("fork")
+            ready, results = ctx.Queue(), ctx.Queue()
+            go, stop = ctx.Event(), ctx.Event()
+            shares = [list(zip(names, tokens, strict=True))[i::readers] for i in range(readers)]
+            t0 = time.perf_counter()
+            procs = [ctx.Process(target=reader_main, args=(port, share, ready, go, stop, results))
+                     for share in shares]
+            for p in procs:
+                p.start()
+            per_proc = [ready.get(timeout=120) for _ in procs]
+            login_time = time.perf_counter() - t0
+            print(f"{n_clients} clients logged in (resume tokens, {readers} processes) in "
+                  f"{login_time:.2f} s (slowest process {max(per_proc):.2f} s)")
+            senders = []
+            for i in range(n_senders):
+                sock, conn, _ = login(port, f"sender{i}")
+                senders.append((sock, conn))
+            cpu0, _rss0, _ = proc_stats(server.pid)
+            go.set()
+
+            # Phase A: gentle rate, latency.
+            gentle = send_paced(senders, rate=10, duration=3, prefix="g")
+            # Phase B: saturate.
+            t_flood = time.perf_counter()
+            import threading
+
+            threads = [threading.Thread(target=send_flood, args=(s, c, flood_per_sender, f"f{i}-"))
+                       for i, (s, c) in enumerate(senders)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            sent_flood = flood_per_sender * n_senders
+            expected = (gentle + sent_flood) * n_clients
+            # wait until readers have everything (bounded)
+            time.sleep(0.5)
+            stop.set()
+            totals = [results.get(timeout=120) for _ in procs]
+            flood_elapsed = time.perf_counter() - t_flood
+            for p in procs:
+                p.join(30)
+            cpu1, rss1, hwm = proc_stats(server.pid)
+            delivered = sum(t[0] for t in totals)
+            dups = sum(t[1] for t in totals)
+            lat_all = [x for t in totals for x in t[3]]
+            gentle_lat = [x for t in totals for x in t[3]][: gentle * n_clients]
+            per_client = [c for t in totals for c in t[2]]
+            lost = expected - delivered + dups
+            print(f"gentle 10 msg/s: {gentle} messages, latency p50 {pct(gentle_lat, 50)*1000:.1f} ms"
+                  f" p99 {pct(gentle_lat, 99)*1000:.1f} ms")
+            print(f"saturated: {sent_flood} messages x {n_clients} clients in {flood_elapsed:.2f} s ->"
+                  f" {sent_flood * n_clients / flood_elapsed:,.0f} deliveries/s"
+                  f" (overall p99 latency {pct(lat_all, 99)*1000:.0f} ms)")
+            print(f"delivered {delivered} of {expected}; lost {max(0, lost)}; duplicated {dups};"
+                  f" per-client min {min(per_client)} max {max(per_client)}")
+            print(f"server CPU {cpu1 - cpu0:.2f} s during the run; RSS {rss1/2**20:.1f} MiB,"
+                  f" peak {hwm/2**20:.1f} MiB")
+            for s, _c in senders:
+                s.close()
+        finally:
+            server.terminate()
+            server.wait(20)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--clients", type=int, nargs="+", default=[100, 1000])
+    p.add_argument("--senders", type=int, default=4)
+    p.add_argument("--readers", type=int, default=2, help="client processes")
+    p.add_argument("--flood", type=int, default=500, help="messages per sender when saturating")
+    p.add_argument("--scrypt-n", type=int, default=2**10,
+                   help="password hash cost for the bench accounts (server default 16384)")
+    a = p.parse_args()
+    for n in a.clients:
+        run(n, a.senders, a.readers, a.flood, a.scrypt_n)
+
+
+if __name__ == "__main__":
+    main()
