@@ -97,6 +97,7 @@ def reader_main(port, accounts, ready, go, stop, results):
     seen: dict[int, set] = {i: set() for i in range(len(socks))}
     index = {s.fileno(): i for i, s in enumerate(socks)}
     latencies: list[float] = []
+    gentle: list[float] = []
     delivered = dups = 0
     go.wait()
     while not stop.is_set() or True:
@@ -125,9 +126,8 @@ def reader_main(port, accounts, ready, go, stop, results):
                     dups += 1
                 mine.add(tag)
                 delivered += 1
-                latencies.append(now - float(sent_at))
-    results.put((delivered, dups, [len(v) for v in seen.values()], latencies,
-                 [set(v) for v in seen.values()][:1]))
+                (gentle if tag[0] == "g" else latencies).append(now - float(sent_at))
+    results.put((delivered, dups, [len(v) for v in seen.values()], latencies, gentle))
     for s in socks:
         s.close()
 
@@ -247,8 +247,8 @@ def run(n_clients: int, n_senders: int, readers: int, flood_per_sender: int, scr
             cpu1, rss1, hwm = proc_stats(server.pid)
             delivered = sum(t[0] for t in totals)
             dups = sum(t[1] for t in totals)
-            lat_all = [x for t in totals for x in t[3]]
-            gentle_lat = [x for t in totals for x in t[3]][: gentle * n_clients]
+            lat_all = [x for t in totals for x in t[3]]  # flood phase only
+            gentle_lat = [x for t in totals for x in t[4]]
             per_client = [c for t in totals for c in t[2]]
             lost = expected - delivered + dups
             print(f"gentle 10 msg/s: {gentle} messages, latency p50 {pct(gentle_lat, 50)*1000:.1f} ms"

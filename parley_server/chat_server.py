@@ -23,6 +23,7 @@ from protocol import messages as m
 from .accounts import Accounts
 from .config import ServerConfig
 from .handler import ClientHandler
+from .outgoing import Flusher
 from .store import Store
 
 log = logging.getLogger("parley.server")
@@ -47,6 +48,7 @@ class ChatServer:
         self.rooms: dict[str, Room] = {}
         self.sessions: dict[str, str] = {}
         self.files = None  # the file-sharing service, attached by attach_files()
+        self.flusher = Flusher()
         self._shutdown_requested = threading.Event()
         self._stopped = threading.Event()
         self._listener = self._bind(config.host, config.port)
@@ -74,7 +76,17 @@ class ChatServer:
                                                daemon=True)
         self._accept_thread.start()
 
+    def _housekeeping(self) -> None:
+        """Keepalive for everyone: ping the silent, drop the dead (readers block in recv)."""
+        while not self._shutdown_requested.wait(self.config.poll_interval):
+            with self.lock:
+                handlers = list(self.handlers)
+            for h in handlers:
+                h.check_idle()
+
     def serve_forever(self, poll_interval: float = 0.5) -> None:
+        self.flusher.start()
+        threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True).start()
         try:
             with selectors.DefaultSelector() as sel:
                 sel.register(self._listener, selectors.EVENT_READ)
@@ -110,6 +122,7 @@ class ChatServer:
             h.disconnect("shutdown", reason)
         for h in handlers:
             h.join(timeout=3)
+        self.flusher.stop()
         if self.files is not None:
             self.files.close()
         self.store.close()
@@ -126,10 +139,15 @@ class ChatServer:
 
     def forget(self, handler: ClientHandler) -> None:
         """Remove a closed connection from every structure, with leave notices."""
+        with self.lock:
+            self.handlers.discard(handler)
+        self.log_out(handler)
+
+    def log_out(self, handler: ClientHandler) -> None:
+        """Take a connection's user out of the registry, rooms and sessions, with notices."""
         if self.files is not None:
             self.files.forget_client(handler)
         with self.lock:
-            self.handlers.discard(handler)
             user = handler.user
             if user is None or self.clients.get(user.lower()) is not handler:
                 return

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .handler import ClientHandler
 
 MAX_HISTORY = 200
+DEFERRED = object()  # a command's result meaning "a worker thread will reply"
 
 
 class CommandError(Exception):
@@ -96,11 +97,13 @@ def _log_in(h: ClientHandler, name: str, display: str, new: bool) -> dict:
 def _deliver_pending(h: ClientHandler) -> None:
     if h.user is None:
         return
-    pending = h.server.store.pending_for(h.user)
-    for stored in pending:
-        h.send_event(_event(stored, delayed=True))
-    if pending:
-        h.server.store.clear_pending(h.user, pending[-1].msg_id)
+    delivered = None
+    for stored in h.server.store.pending_for(h.user):
+        if not h.send_event(_event(stored, delayed=True)):
+            break  # the connection went away: keep the rest for the next login
+        delivered = stored.msg_id
+    if delivered is not None:
+        h.server.store.clear_pending(h.user, delivered)
 
 
 def _require_logged_out(h: ClientHandler) -> None:
@@ -131,7 +134,7 @@ def resume(h: ClientHandler, req: m.Resume) -> dict:
 
 @command(m.Logout)
 def logout(h: ClientHandler, req: m.Logout) -> dict:
-    h.server.forget(h)
+    h.server.log_out(h)
     h.user, h.display = None, ""
     return {}
 

@@ -25,6 +25,7 @@ class ServerConfig:
     max_frame: int = 1 << 20
     max_text: int = 4000
     sendq_limit: int = 4 << 20          # bytes queued for one client before it is dropped
+    socket_sndbuf: int = 256 << 10      # kernel send buffer per client
     keepalive_after: float = 20.0       # ping a client silent this long
     dead_after: float = 60.0            # drop a client silent this long (ping unanswered)
     poll_interval: float = 5.0          # how often an idle reader wakes to check the above

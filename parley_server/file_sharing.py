@@ -6,11 +6,12 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import threading
 from typing import TYPE_CHECKING
 
 from protocol import messages as m
 
-from .commands import CommandError, command
+from .commands import DEFERRED, CommandError, command
 
 if TYPE_CHECKING:
     from .chat_server import ChatServer
@@ -82,16 +83,35 @@ def list_files(h: ClientHandler, req: m.ListFiles) -> dict:
     return {"files": [e.to_dict() for e in _files(h).library.list()]}
 
 
-@command(m.Download)
-def download(h: ClientHandler, req: m.Download) -> dict:
+def _offer(h: ClientHandler, req: m.Download, hash_wait: float) -> dict:
     files = _files(h)
     path = _library_call(files.library.resolve, req.name)
     size = path.stat().st_size
     if not 0 <= req.offset <= size:
         raise CommandError("bad_offset", f"offset {req.offset} is outside the file ({size} bytes)")
-    sha = _library_call(files.library.sha256_of, req.name, timeout=60.0)
+    sha = _library_call(files.library.sha256_of, req.name, timeout=hash_wait)
     return files.transfers.offer(path, size, sha, h.ip, offset=req.offset,
                                  block_size=req.block_size)
+
+
+@command(m.Download)
+def download(h: ClientHandler, req: m.Download) -> dict | object:
+    try:
+        return _offer(h, req, hash_wait=0.2)
+    except CommandError as exc:
+        if exc.code != "hash_pending":
+            raise
+    # A large file nobody has hashed yet: wait for it in a worker, so this client's chat
+    # requests are not held up behind the hashing.
+    def finish_later() -> None:
+        try:
+            reply: m.Message = m.Ok(req.id, _offer(h, req, hash_wait=300.0))
+        except CommandError as exc:
+            reply = m.Error(req.id, exc.code, exc.message)
+        h.reply_later(reply)
+
+    threading.Thread(target=finish_later, name="offer-after-hash", daemon=True).start()
+    return DEFERRED
 
 
 @command(m.UploadBegin)

@@ -22,7 +22,7 @@ from protocol import (
 from protocol import messages as m
 from protocol.connection import PRE_AUTH_REQUESTS
 
-from .commands import COMMANDS, CommandError
+from .commands import COMMANDS, DEFERRED, CommandError
 from .outgoing import OutgoingQueue
 
 if TYPE_CHECKING:
@@ -45,13 +45,16 @@ class ClientHandler:
         self._last_heard = time.monotonic()
         self._ping_nonce: int | None = None
         self._after_reply = None  # set by a command that must act once its reply is queued
+        self._reply_lock = threading.Lock()
         self._closed = threading.Event()
         self._close_lock = threading.Lock()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        sock.settimeout(server.config.poll_interval)
-        self.out = OutgoingQueue(sock, server.config.sendq_limit, on_fail=self.disconnect,
-                                 name=f"writer-{address[0]}:{address[1]}")
+        # A fixed kernel send buffer (no autotuning to 4 MiB): a stuck client then reaches its
+        # SendQ limit after a bounded amount of memory, and a LAN needs no more than this.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, server.config.socket_sndbuf)
+        self.out = OutgoingQueue(sock, server.config.sendq_limit, server.flusher,
+                                 on_fail=self.disconnect)
         self._reader = threading.Thread(target=self._run, name=f"reader-{address[0]}:{address[1]}",
                                         daemon=True)
 
@@ -59,7 +62,6 @@ class ClientHandler:
         return f"<ClientHandler {self.user or '-'} {self.ip}:{self.address[1]}>"
 
     def start(self) -> None:
-        self.out.start()
         self._reader.start()
 
     def join(self, timeout: float) -> None:
@@ -76,10 +78,19 @@ class ClientHandler:
 
     def _reply(self, msg: m.Message) -> None:
         # Replies go through our Connection so its state machine follows logins and logouts.
-        try:
-            self.out.put(self.conn.send(msg))
-        except LocalProtocolError as exc:
-            log.warning("%r: could not send %s: %s", self, msg.TYPE, exc)
+        # The lock is for replies that a worker thread sends later (see DEFERRED).
+        with self._reply_lock:
+            try:
+                data = self.conn.send(msg)
+            except LocalProtocolError as exc:
+                log.warning("%r: could not send %s: %s", self, msg.TYPE, exc)
+                return
+            self.out.put(data)
+
+    def reply_later(self, msg: m.Ok | m.Error) -> None:
+        """Answer a request whose command returned DEFERRED, from any thread."""
+        if not self._closed.is_set():
+            self._reply(msg)
 
     def disconnect(self, code: str, reason: str) -> None:
         """Say bye (best effort), flush, close. Safe from any thread, any number of times."""
@@ -89,6 +100,7 @@ class ClientHandler:
             self._closed.set()
         self.send_event(m.Bye(code, reason))
         self.out.close(timeout=1.0)
+        self.server.flusher.discard(self.out)
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -108,9 +120,6 @@ class ClientHandler:
             while not self._closed.is_set():
                 try:
                     data = self.sock.recv(65536)
-                except TimeoutError:
-                    self._check_idle()
-                    continue
                 except OSError:
                     break
                 self._last_heard = time.monotonic()
@@ -131,7 +140,10 @@ class ClientHandler:
         finally:
             self.disconnect("closed", "connection lost")
 
-    def _check_idle(self) -> None:
+    def check_idle(self) -> None:
+        """Called periodically by the server's housekeeping thread."""
+        if self._closed.is_set():
+            return
         silent = time.monotonic() - self._last_heard
         if silent >= self.server.config.dead_after:
             self.disconnect("timeout", f"no answer for {silent:.0f} s")
@@ -166,6 +178,8 @@ class ClientHandler:
             log.exception("%r: %s failed", self, event.TYPE)
             self._reply(m.Error(event.id, "internal", "the server failed to handle that request"))
             return
+        if result is DEFERRED:
+            return  # a worker thread answers later with reply_later()
         self._reply(m.Ok(event.id, result or {}))
         after = self._after_reply
         if after is not None:

@@ -3,11 +3,13 @@
 One connection, used by one writer thread that commits in groups: every caller waits until its
 write is durable (synchronous=FULL in WAL mode), so whatever the server acknowledges survives a
 kill -9, while a burst of messages shares one fsync instead of paying one each.
-Reads use a separate connection per calling thread (WAL lets readers run beside the writer).
+Reads use a small pool of connections (WAL lets readers run beside the writer); a connection
+per handler thread would cost each of a thousand clients its own page cache.
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import sqlite3
 import threading
@@ -85,6 +87,9 @@ class StoredMessage:
         }
 
 
+READER_POOL = 3
+
+
 class NameTaken(Exception):
     pass
 
@@ -93,10 +98,13 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
         db = self._connect()
         db.executescript(SCHEMA)
         db.commit()
+        self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._readers.put(db)
+        for _ in range(READER_POOL - 1):
+            self._readers.put(self._connect())
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
         self._writer.start()
@@ -107,11 +115,17 @@ class Store:
         db.execute("PRAGMA synchronous=FULL")
         return db
 
-    def _reader(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = self._local.db = self._connect()
-        return db
+    @contextlib.contextmanager
+    def _reader(self):
+        db = self._readers.get()
+        try:
+            yield db
+        finally:
+            self._readers.put(db)
+
+    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._reader() as db:
+            return db.execute(sql, args).fetchall()
 
     # ------------------------------------------------------------ group-committing writer
 
@@ -163,6 +177,8 @@ class Store:
     def close(self) -> None:
         self._jobs.put(None)
         self._writer.join(timeout=10)
+        for _ in range(READER_POOL):
+            self._readers.get(timeout=5).close()
 
     # ------------------------------------------------------------ accounts
 
@@ -180,18 +196,15 @@ class Store:
         self._write(fn)
 
     def get_user(self, name: str) -> UserRecord | None:
-        row = self._reader().execute(
+        rows = self._read(
             "SELECT name, display, pw_hash, pw_salt, pw_params, resume_hash FROM users"
-            " WHERE name_key = ?", (name.lower(),)
-        ).fetchone()
-        return UserRecord(*row) if row else None
+            " WHERE name_key = ?", (name.lower(),))
+        return UserRecord(*rows[0]) if rows else None
 
     def display_in_use(self, display: str, except_user: str) -> bool:
-        row = self._reader().execute(
+        return bool(self._read(
             "SELECT 1 FROM users WHERE (lower(display) = lower(?) OR name_key = lower(?))"
-            " AND name_key != lower(?)", (display, display, except_user)
-        ).fetchone()
-        return row is not None
+            " AND name_key != lower(?)", (display, display, except_user)))
 
     def set_display(self, name: str, display: str) -> None:
         def fn(db: sqlite3.Connection) -> None:
@@ -207,7 +220,7 @@ class Store:
             "UPDATE users SET resume_hash = ? WHERE name_key = ?", (resume_hash, name.lower())))
 
     def all_users(self) -> list[tuple[str, str]]:
-        return self._reader().execute("SELECT name, display FROM users ORDER BY name_key").fetchall()
+        return self._read("SELECT name, display FROM users ORDER BY name_key")
 
     # ------------------------------------------------------------ messages
 
@@ -228,19 +241,18 @@ class Store:
         return StoredMessage(msg_id, ts, sender, sender_display, kind, target, text)
 
     def history(self, conv: str, limit: int, before: int | None) -> list[StoredMessage]:
-        rows = self._reader().execute(
+        rows = self._read(
             "SELECT id, ts, sender, sender_display, kind, target, text FROM messages"
             " WHERE conv = ? AND id < ? ORDER BY id DESC LIMIT ?",
-            (conv, before if before is not None else 2**62, limit),
-        ).fetchall()
+            (conv, before if before is not None else 2**62, limit))
         return [StoredMessage(*r) for r in reversed(rows)]
 
     def pending_for(self, user: str) -> list[StoredMessage]:
         """Stored direct messages for user, oldest first. Cleared by clear_pending once sent."""
-        rows = self._reader().execute(
+        rows = self._read(
             "SELECT m.id, m.ts, m.sender, m.sender_display, m.kind, m.target, m.text"
             " FROM pending p JOIN messages m ON m.id = p.msg_id WHERE p.user_key = ?"
-            " ORDER BY m.id", (user.lower(),)).fetchall()
+            " ORDER BY m.id", (user.lower(),))
         return [StoredMessage(*r) for r in rows]
 
     def clear_pending(self, user: str, upto_msg_id: int) -> None:

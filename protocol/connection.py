@@ -52,7 +52,11 @@ _AUTH_GRANTING = frozenset({"login", "register", "resume"})
 
 def encode_message(msg: m.Message, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
     """One message to one frame, with no state checks: for fan-out of a pre-encoded event."""
-    return encode_frame(m.encode_payload(msg), max_frame)
+    try:
+        payload = m.encode_payload(msg)
+    except (ValueError, UnicodeEncodeError) as exc:  # NaN, or a lone surrogate in a str
+        raise LocalProtocolError(f"cannot encode {msg.TYPE}: {exc}", "bad_message") from None
+    return encode_frame(payload, max_frame)
 
 
 class Connection:
@@ -63,6 +67,7 @@ class Connection:
         self._decoder = FrameDecoder(max_frame)
         self._events: list[object] = []
         self._pending: dict[int, str] = {}  # request id -> request type, awaiting a reply
+        self._hello_seen = False  # server: a hello arrived (its reply may not be sent yet)
         if role is Role.CLIENT:
             self._incoming, self._outgoing = m.SERVER_MESSAGES, m.CLIENT_MESSAGES
         else:
@@ -82,6 +87,7 @@ class Connection:
             frames = self._decoder.feed(data)
             for payload in frames:
                 self._receive_payload(payload)
+            self._decoder.check()
         except RemoteProtocolError:
             self.state = State.CLOSED
             raise
@@ -94,7 +100,10 @@ class Connection:
             self._events.append(BadMessage(exc.request_id, exc.code, str(exc)))
             return
         if self.role is Role.SERVER:
-            if self.state is State.HANDSHAKE and not isinstance(msg, m.Hello):
+            if isinstance(msg, m.Hello):
+                self._hello_seen = True
+            elif self.state is State.HANDSHAKE and not self._hello_seen:
+                # A client may pipeline requests after its hello; only a missing hello is wrong.
                 self._events.append(
                     BadMessage(getattr(msg, "id", None), "handshake_required",
                                "the first message must be hello")
@@ -121,9 +130,13 @@ class Connection:
             raise LocalProtocolError(f"a {self.role.value} cannot send {msg.TYPE!r}", "wrong_role")
         if self.role is Role.CLIENT:
             self._check_client_send(msg)
+        data = encode_message(msg, self.max_frame)  # may raise: change no state before it
+        if self.role is Role.CLIENT:
+            if isinstance(msg, m.Request):
+                self._pending[msg.id] = msg.TYPE
         else:
             self._track_reply(msg)
-        return encode_message(msg, self.max_frame)
+        return data
 
     def _check_client_send(self, msg: m.Message) -> None:
         if self.state is State.HANDSHAKE and not isinstance(msg, m.Hello):
@@ -131,10 +144,8 @@ class Connection:
         if self.state is not State.AUTHENTICATED and msg.TYPE not in PRE_AUTH_REQUESTS:
             raise LocalProtocolError(f"{msg.TYPE!r} needs a logged-in connection",
                                      "not_authenticated")
-        if isinstance(msg, m.Request):
-            if msg.id in self._pending:
-                raise LocalProtocolError(f"request id {msg.id} is already in use", "bad_message")
-            self._pending[msg.id] = msg.TYPE
+        if isinstance(msg, m.Request) and msg.id in self._pending:
+            raise LocalProtocolError(f"request id {msg.id} is already in use", "bad_message")
 
     def _track_reply(self, msg: m.Message) -> None:
         """Advance the state machine when a reply settles a request (either side sees the same)."""

@@ -30,13 +30,17 @@ class FrameDecoder:
         self.max_frame = max_frame
         self._buf = bytearray()
         self._need: int | None = None  # payload length of the frame being read, once known
+        self._error: RemoteProtocolError | None = None  # found after good frames; raised next
 
     @property
     def buffered(self) -> int:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[bytes]:
-        """Add bytes; return every frame now complete. Raises RemoteProtocolError on an oversize prefix."""
+        """Add bytes; return every frame now complete. Raises RemoteProtocolError on an oversize
+        prefix; frames completed before it in the same call are returned first, and the error is
+        raised by check() or the next feed(), so the outcome never depends on how TCP split it."""
+        self.check()
         self._buf += data
         frames: list[bytes] = []
         buf = self._buf
@@ -47,10 +51,15 @@ class FrameDecoder:
                     break
                 (length,) = HEADER.unpack_from(buf, pos)
                 if length > self.max_frame:
-                    raise RemoteProtocolError(
+                    error = RemoteProtocolError(
                         f"peer announced a {length}-byte frame; the limit is {self.max_frame}",
                         "frame_too_large",
                     )
+                    del buf[:]
+                    if not frames:
+                        raise error
+                    self._error = error
+                    return frames
                 self._need = length
                 pos += HEADER.size
             if len(buf) - pos < self._need:
@@ -61,3 +70,8 @@ class FrameDecoder:
         if pos:
             del buf[:pos]
         return frames
+
+    def check(self) -> None:
+        """Raise the error found after the frames the last feed() returned, if any."""
+        if self._error is not None:
+            raise self._error

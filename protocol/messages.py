@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from .errors import RemoteProtocolError
 
 MAX_ID = 2**53 - 1  # largest integer a JSON peer in any language reads exactly
-_COUNTS = frozenset({"id", "nonce", "offset", "size", "limit", "msg_id"})  # must be 0..MAX_ID
+_COUNTS = frozenset({"id", "nonce", "offset", "size", "limit", "msg_id", "before", "block_size"})
 
 
 @dataclass(frozen=True)
@@ -344,7 +344,13 @@ def message_to_dict(msg: Message) -> dict[str, Any]:
 
 
 def encode_payload(msg: Message) -> bytes:
-    return json.dumps(message_to_dict(msg), ensure_ascii=False, separators=(",", ":")).encode()
+    """Raises ValueError for NaN/Infinity and UnicodeEncodeError for lone surrogates."""
+    return json.dumps(message_to_dict(msg), ensure_ascii=False, separators=(",", ":"),
+                      allow_nan=False).encode()
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
 
 
 class InvalidMessage(Exception):
@@ -366,12 +372,21 @@ def _request_id(obj: dict) -> int | None:
 def parse_payload(payload: bytes) -> dict:
     """Bytes of one frame to a JSON object. Garbage here means the stream is broken: remote error."""
     try:
-        obj = json.loads(payload.decode("utf-8"))
+        obj = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise RemoteProtocolError(f"frame is not UTF-8 JSON: {exc}", "bad_frame") from None
     if not isinstance(obj, dict):
         raise RemoteProtocolError("frame is not a JSON object", "bad_frame")
     return obj
+
+
+def _encodable(text: str) -> bool:
+    """False for strings holding lone surrogates (JSON escapes can produce them)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def message_from_dict(obj: dict, registry: dict[str, type[Message]]) -> Message:
@@ -397,5 +412,7 @@ def message_from_dict(obj: dict, registry: dict[str, type[Message]]) -> Message:
             )
         elif type(value) is int and name in _COUNTS and not 0 <= value <= MAX_ID:
             raise InvalidMessage("bad_message", f"{cls.TYPE}: field {name!r} out of range", rid)
+        elif type(value) is str and not _encodable(value):
+            raise InvalidMessage("bad_message", f"{cls.TYPE}: field {name!r} is not valid text", rid)
         kwargs[name] = value
     return cls(**kwargs)

@@ -1,0 +1,372 @@
+"""Client side of a Parley file download: one thread per download, UDP first (the Receiver in
+protocol/transfer.py), TCP fallback when no DATA arrives, resumable, verified by SHA-256.
+
+Files next to `dest` while downloading: `<name>.part` (the data) and `<name>.part.state` (JSON:
+sha256, size and `received`, the byte count known to be on disk, written after an fdatasync).
+The final name appears only after the whole file's SHA-256 matched the offer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import select
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from protocol import transfer_wire as wire
+from protocol.transfer import Receiver
+
+log = logging.getLogger(__name__)
+
+SOCKET_BUFFER = 4 * 1024 * 1024
+SOL_UDP, UDP_GRO = 17, 104                  # Linux GRO: many datagrams per recvmsg
+TRUESIZE_OVERHEAD = 1024                    # kernel bookkeeping per queued datagram
+WAKE_INTERVAL = 0.1                         # cancel() is noticed within this long
+PROGRESS_INTERVAL = 0.1
+TCP_IDLE_LIMIT = 5.0
+HASH_CHUNK = 1 << 20
+LARGE_BLOCK = 60000                         # what to ask for on loopback
+
+
+@dataclass(frozen=True)
+class DownloadProgress:
+    """Snapshot for the GUI. received/size in bytes, rate_bps in BYTES per second, eta_s in
+    seconds (None when unknown). state: connecting|running|fallback-tcp|verifying|done|failed|
+    cancelled. transport: udp|tcp."""
+    name: str
+    received: int
+    size: int
+    rate_bps: float
+    eta_s: float | None
+    state: str
+    path: Path
+    message: str
+    transport: str
+
+
+def part_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".part")
+
+
+def state_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".part.state")
+
+
+def resume_offset(dest: Path, sha256: str | None = None) -> int:
+    """Bytes of `dest` already durably downloaded (0 if none). Ask the server for an offer
+    starting here. With sha256, state recorded for another file version counts as nothing."""
+    try:
+        state = json.loads(state_path(dest).read_text("utf-8"))
+        received = int(state["received"])
+        on_disk = part_path(dest).stat().st_size
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+    if sha256 is not None and state.get("sha256") != sha256:
+        return 0
+    return max(0, min(received, on_disk, int(state.get("size", received))))
+
+
+def suggested_block_size(host: str) -> int | None:
+    """The block size to request in a download request: large on loopback, default elsewhere."""
+    try:
+        infos = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_DGRAM)
+    except OSError:
+        return None
+    return LARGE_BLOCK if infos and infos[0][4][0].startswith("127.") else None
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class Download(threading.Thread):
+    """Download one offer to `dest`. Progress goes to on_progress (called on this thread, at
+    most ~10 times a second plus every state change: keep it cheap). The last snapshot is
+    in .progress once the thread has ended."""
+
+    def __init__(self, offer: dict, host: str, dest: Path, *,
+                 on_progress: Callable[[DownloadProgress], None], udp_timeout: float = 3.0,
+                 checkpoint_interval: float = 1.0) -> None:
+        super().__init__(name=f"download-{Path(dest).name}", daemon=True)
+        self.offer, self.host, self.dest = offer, host, Path(dest)
+        self.on_progress, self.udp_timeout = on_progress, udp_timeout
+        self.checkpoint_interval = checkpoint_interval
+        self.size = int(offer["size"])
+        self.offset = int(offer["offset"])
+        self.sha256 = str(offer["sha256"]).lower()
+        self.tid = int(offer["transfer_id"])
+        self.token = bytes.fromhex(offer["token"])
+        self._cancel = threading.Event()
+        self._fd = -1
+        self._state, self._transport, self._message = "connecting", "udp", ""
+        self._received = self.offset       # bytes of the file present (for progress)
+        self._contiguous = self.offset     # every byte below this is written to the .part
+        self._last_progress = 0.0
+        self._rate_mark = (time.monotonic(), self.offset)
+        self._rate = 0.0
+        self._last_checkpoint = time.monotonic()
+        self.progress: DownloadProgress | None = None
+
+    def cancel(self) -> None:
+        """Stop soon (within ~0.2 s); the .part stays for a later resume."""
+        self._cancel.set()
+
+    # ---- thread body ---------------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            self._prepare_part()
+            self._report("connecting", "asking the server", force=True)
+            if (self.offset < self.size or self.size == 0) and not self._udp():
+                self._transport = "tcp"
+                self._report("fallback-tcp", "no UDP data: falling back to TCP", force=True)
+                self._tcp()
+            self._verify_and_finish()
+        except _Cancelled:
+            self._checkpoint_quietly()
+            self._report("cancelled", "cancelled; the partial file is kept for resume",
+                         force=True)
+        except Exception as exc:  # the thread must always end with a final state
+            log.exception("download of %s failed", self.dest.name)
+            self._checkpoint_quietly()
+            self._report("failed", str(exc) or exc.__class__.__name__, force=True)
+        finally:
+            if self._fd >= 0:
+                os.close(self._fd)
+
+    def _prepare_part(self) -> None:
+        part = part_path(self.dest)
+        self.dest.parent.mkdir(parents=True, exist_ok=True)
+        if self.offset > 0 and resume_offset(self.dest, self.sha256) < self.offset:
+            self._discard_part()
+            raise RuntimeError("partial file does not match this offer; download again from 0")
+        self._fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
+        if self.offset == 0:
+            os.ftruncate(self._fd, 0)
+        self._write_state(self.offset)
+
+    # ---- UDP -----------------------------------------------------------------------------
+    def _udp(self) -> bool:
+        """Run the UDP download; False means nothing came back (use the TCP fallback)."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+            gro = True
+            try:
+                sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+            except OSError:
+                gro = False
+            sock.connect((self.host, int(self.offer["udp_port"])))
+            block_size = int(self.offer["block_size"])
+            rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            window = max(16, min(2048, rcvbuf // (block_size + TRUESIZE_OVERHEAD) // 2))
+            rx = Receiver(self.tid, self.token, self.size, self.offset, block_size, window=window)
+            return self._udp_loop(sock, rx, gro)
+        finally:
+            sock.close()
+
+    def _udp_loop(self, sock: socket.socket, rx: Receiver, gro: bool) -> bool:
+        buf = bytearray(65536 + 4096)
+        mv = memoryview(buf)
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        cmsg_space = socket.CMSG_SPACE(4) if gro else 0
+        fd = self._fd
+        rx.start(time.monotonic())
+        while True:
+            now = time.monotonic()
+            if self._cancel.is_set():
+                self._send_all(sock, rx.abort("cancelled by the user"))
+                raise _Cancelled
+            deadline = rx.next_deadline()
+            if deadline is not None and deadline <= now:
+                rx.handle_timeout(now)
+            self._send_all(sock, rx.poll(now, drained=True))
+            if rx.state == "done":
+                return True
+            if rx.state == "failed":
+                raise RuntimeError(f"UDP transfer failed: {rx.reason}")
+            if rx.state == "starting" and now - rx.first_start_at >= self.udp_timeout:
+                self._send_all(sock, rx.abort("switching to TCP"))
+                return False
+            wait = WAKE_INTERVAL if deadline is None else min(WAKE_INTERVAL, deadline - now)
+            if not poller.poll(max(0.0, wait) * 1000):
+                continue
+            for _ in range(64):            # drain what is queued, then ACK (design point 6)
+                try:
+                    if gro:
+                        n, anc, _flags, _addr = sock.recvmsg_into([mv], cmsg_space,
+                                                                  socket.MSG_DONTWAIT)
+                    else:
+                        n, anc = sock.recv_into(buf, 0, socket.MSG_DONTWAIT), ()
+                except BlockingIOError:
+                    break
+                except ConnectionRefusedError:   # ICMP: nobody on the server port (yet)
+                    continue
+                now = time.monotonic()
+                segment = n
+                for level, kind, data in anc:
+                    if level == SOL_UDP and kind == UDP_GRO:
+                        segment = struct.unpack("=i", data[:4])[0] or n
+                self._take(rx, fd, mv, n, segment, now)
+                if rx.ack_due:
+                    self._send_all(sock, rx.poll(now))
+                if rx.state in ("done", "failed"):
+                    break
+            if rx.state != "starting":
+                self._received = self.offset + rx.received_bytes
+                self._contiguous = rx.prefix_end
+                if now - self._last_checkpoint >= self.checkpoint_interval:
+                    self._checkpoint()
+                if self._state == "connecting":
+                    self._report("running", "receiving over UDP", force=True)
+                else:
+                    self._report(self._state, self._message)
+
+    @staticmethod
+    def _take(rx: Receiver, fd: int, mv: memoryview, n: int, segment: int, now: float) -> None:
+        # A GRO buffer holds several datagrams back to back; contiguous blocks share a pwritev.
+        iov: list = []
+        run_start = run_end = -1
+        for start in range(0, n, segment):
+            block = rx.on_datagram(mv[start:min(n, start + segment)], now)
+            if block is None:
+                continue
+            if block.offset != run_end and iov:
+                os.pwritev(fd, iov, run_start)
+                iov = []
+            if not iov:
+                run_start = block.offset
+            iov.append(block.payload)
+            run_end = block.offset + len(block.payload)
+        if iov:
+            os.pwritev(fd, iov, run_start)
+
+    @staticmethod
+    def _send_all(sock: socket.socket, datagrams: list[bytes]) -> None:
+        for datagram in datagrams:
+            try:
+                sock.send(datagram)
+            except OSError as exc:        # e.g. ICMP unreachable: the bounded retries decide
+                log.debug("udp send failed: %s", exc)
+
+    # ---- TCP fallback --------------------------------------------------------------------
+    def _tcp(self) -> None:
+        start = self._contiguous
+        with socket.create_connection((self.host, int(self.offer["tcp_port"])),
+                                      timeout=TCP_IDLE_LIMIT) as conn:
+            conn.sendall(wire.encode_tcp_request(self.tid, self.token, start))
+            reply = wire.decode_tcp_reply(self._recv_exact(conn, wire.TCP_REPLY_SIZE))
+            if reply is None or reply[1] != wire.TCP_OK or reply[2] != self.size - start:
+                raise RuntimeError("the server refused the TCP fallback")
+            conn.settimeout(WAKE_INTERVAL * 2)
+            buf = bytearray(1 << 20)
+            mv = memoryview(buf)
+            pos, last_data = start, time.monotonic()
+            while pos < self.size:
+                if self._cancel.is_set():
+                    raise _Cancelled
+                try:
+                    n = conn.recv_into(buf, min(len(buf), self.size - pos))
+                except TimeoutError:
+                    if time.monotonic() - last_data > TCP_IDLE_LIMIT:
+                        raise RuntimeError("TCP fallback stalled") from None
+                    continue
+                if n == 0:
+                    raise RuntimeError("server closed the TCP fallback early")
+                os.pwrite(self._fd, mv[:n], pos)
+                pos += n
+                last_data = time.monotonic()
+                self._received = self._contiguous = pos
+                self._report("fallback-tcp", "receiving over TCP (UDP got no answer)")
+                if last_data - self._last_checkpoint >= self.checkpoint_interval:
+                    self._checkpoint()
+
+    def _recv_exact(self, conn: socket.socket, n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = conn.recv(n - len(data))
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    # ---- end -----------------------------------------------------------------------------
+    def _verify_and_finish(self) -> None:
+        self._report("verifying", "checking SHA-256", force=True)
+        os.ftruncate(self._fd, self.size)
+        digest = hashlib.sha256()
+        buf = bytearray(HASH_CHUNK)
+        mv = memoryview(buf)
+        pos = 0
+        while pos < self.size:
+            if self._cancel.is_set():
+                raise _Cancelled
+            n = os.preadv(self._fd, [mv[:min(HASH_CHUNK, self.size - pos)]], pos)
+            if n <= 0:
+                raise RuntimeError("partial file shrank while verifying")
+            digest.update(mv[:n])
+            pos += n
+        if digest.hexdigest() != self.sha256:
+            self._discard_part()
+            raise RuntimeError("SHA-256 mismatch: the received file was discarded")
+        os.fsync(self._fd)
+        os.replace(part_path(self.dest), self.dest)
+        with contextlib.suppress(FileNotFoundError):
+            state_path(self.dest).unlink()
+        self._received = self.size
+        self._report("done", "download complete", force=True)
+
+    def _discard_part(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        for path in (part_path(self.dest), state_path(self.dest)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def _checkpoint(self) -> None:
+        """Make the contiguous prefix durable, then record it for resume_offset()."""
+        if self._fd >= 0:
+            os.fdatasync(self._fd)
+            self._write_state(self._contiguous)
+
+    def _checkpoint_quietly(self) -> None:
+        try:
+            self._checkpoint()
+        except OSError as exc:
+            log.warning("could not save resume state for %s: %s", self.dest.name, exc)
+
+    def _write_state(self, received: int) -> None:
+        self._last_checkpoint = time.monotonic()
+        tmp = state_path(self.dest).with_suffix(".tmp")
+        tmp.write_text(json.dumps({"sha256": self.sha256, "size": self.size,
+                                   "received": received}), "utf-8")
+        os.replace(tmp, state_path(self.dest))
+
+    # ---- progress ------------------------------------------------------------------------
+    def _report(self, state: str, message: str, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and state == self._state and now - self._last_progress < PROGRESS_INTERVAL:
+            return
+        mark_time, mark_bytes = self._rate_mark
+        if now - mark_time >= 0.25:
+            rate = (self._received - mark_bytes) / (now - mark_time)
+            self._rate = rate if self._rate == 0 else 0.5 * self._rate + 0.5 * rate
+            self._rate_mark = (now, self._received)
+        remaining = self.size - self._received
+        eta = remaining / self._rate if self._rate > 0 else None
+        self._state, self._message, self._last_progress = state, message, now
+        self.progress = DownloadProgress(
+            name=self.dest.name, received=self._received, size=self.size, rate_bps=self._rate,
+            eta_s=eta, state=state, path=self.dest, message=message, transport=self._transport)
+        self.on_progress(self.progress)

@@ -1,0 +1,401 @@
+"""Server side of Parley's file downloads: one UDP socket and one thread serve every transfer
+(protocol/transfer.py decides what to send), plus a TCP listener on the same port number for
+clients whose UDP path is blocked (docs/transfer.md).
+
+The chat server calls offer() when a client asks for a download and passes the returned dict
+to that client; nothing is sent until a client presents the offer's token from the offer's IP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import ipaddress
+import logging
+import os
+import secrets
+import selectors
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from protocol import transfer_wire as wire
+from protocol.transfer import DEFAULT_BLOCK_SIZE, IDLE_LIMIT, Sender
+
+log = logging.getLogger(__name__)
+
+SOCKET_BUFFER = 4 * 1024 * 1024          # design point 2: the window must fit the buffers
+MAX_LOOPBACK_BLOCK = 60000               # large blocks only where nothing fragments them
+MIN_BLOCK = 512
+SOL_UDP = 17
+UDP_SEGMENT = 103                        # Linux GSO: one sendmsg, many datagrams
+GSO_MAX_SEGMENTS = 64
+MAX_TCP_WORKERS = 16
+TCP_REQUEST_TIMEOUT = 5.0
+READS_PER_WAKEUP = 256
+
+
+def normalise_ip(address: str) -> str:
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip)
+
+
+@dataclass
+class _Transfer:
+    sender: Sender
+    path: Path
+    fd: int
+    offer_offset: int
+    tcp_claimed: bool = False
+
+
+class TransferService:
+    """UDP download service. API: start(), shutdown(), port, tcp_port, offer(), active_count()."""
+
+    def __init__(self, host: str = "0.0.0.0", port: int = 0, *, token_ttl: float = 30.0,
+                 idle_limit: float = IDLE_LIMIT, use_gso: bool = True) -> None:
+        self._host, self._want_port = host, port
+        self.token_ttl, self.idle_limit = token_ttl, idle_limit
+        self._gso = use_gso and hasattr(socket.socket, "sendmsg")
+        self._lock = threading.Lock()
+        self._transfers: dict[int, _Transfer] = {}
+        self._udp: socket.socket | None = None
+        self._tcp: socket.socket | None = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._workers: dict[threading.Thread, socket.socket] = {}
+        self.port = 0
+        self.tcp_port = 0
+        self.gso_used = False
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            udp.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        udp.bind((self._host, self._want_port))
+        self.port = udp.getsockname()[1]
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            tcp.bind((self._host, self.port))
+        except OSError:
+            tcp.bind((self._host, 0))       # the number is taken for TCP: use any other
+        tcp.listen(16)
+        tcp.setblocking(False)
+        self.tcp_port = tcp.getsockname()[1]
+        self._udp, self._tcp = udp, tcp
+        self._thread = threading.Thread(target=self._run, name="transfer-service", daemon=True)
+        self._thread.start()
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop serving: aborts live transfers, joins every thread, closes every socket."""
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        if self._thread is not None:
+            self._thread.join(timeout)
+        with self._lock:
+            workers = list(self._workers.items())
+        for _thread, conn in workers:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        for thread, _conn in workers:
+            thread.join(timeout)
+        for sock in (self._udp, self._tcp, self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
+        with self._lock:
+            for entry in self._transfers.values():
+                os.close(entry.fd)
+            self._transfers.clear()
+
+    def active_count(self) -> int:
+        """Offers and transfers not yet finished, expired or cleaned up."""
+        with self._lock:
+            return len(self._transfers)
+
+    # ---- offers --------------------------------------------------------------------------
+    def offer(self, path: Path, size: int, sha256: str, client_ip: str, *, offset: int = 0,
+              block_size: int | None = None) -> dict:
+        """Prepare a download of `path` (size bytes, hex sha256) for the client at client_ip,
+        starting at byte `offset`. block_size above 1400 is granted on loopback only."""
+        client_ip = normalise_ip(client_ip)
+        if not 0 <= offset <= size:
+            raise ValueError(f"offset {offset} outside 0..{size}")
+        bs = DEFAULT_BLOCK_SIZE
+        if block_size is not None:
+            top = MAX_LOOPBACK_BLOCK if ipaddress.ip_address(client_ip).is_loopback \
+                else DEFAULT_BLOCK_SIZE
+            bs = max(MIN_BLOCK, min(int(block_size), top))
+        token = secrets.token_bytes(wire.TOKEN_SIZE)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            with self._lock:
+                tid = secrets.randbits(52) or 1  # exact in every JSON reader
+                while tid in self._transfers:
+                    tid = secrets.randbits(52) or 1  # exact in every JSON reader
+                sender = Sender(tid, token, size, offset, bs, client_ip,
+                                time.monotonic() + self.token_ttl, idle_limit=self.idle_limit)
+                self._transfers[tid] = _Transfer(sender, Path(path), fd, offset)
+        except BaseException:
+            os.close(fd)
+            raise
+        return {"transfer_id": tid, "token": token.hex(), "size": size, "sha256": sha256,
+                "block_size": bs, "offset": offset, "udp_port": self.port,
+                "tcp_port": self.tcp_port, "expires_in": self.token_ttl}
+
+    # ---- the service thread --------------------------------------------------------------
+    def _run(self) -> None:
+        assert self._udp is not None and self._tcp is not None
+        sel = selectors.DefaultSelector()
+        sel.register(self._udp, selectors.EVENT_READ, "udp")
+        sel.register(self._tcp, selectors.EVENT_READ, "tcp")
+        sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        buf = bytearray(65536)
+        self._sendbuf = bytearray(65536 + 64)
+        try:
+            while not self._stopping.is_set():
+                timeout = self._timeout(time.monotonic())
+                for key, _mask in sel.select(timeout):
+                    if key.data == "udp":
+                        self._read_udp(buf)
+                    elif key.data == "tcp":
+                        self._accept_tcp()
+                    else:
+                        self._wake_r.recv(64)
+                self._service(time.monotonic())
+        except Exception:
+            log.exception("transfer service loop crashed")
+            raise
+        finally:
+            sel.close()
+            self._abort_all("server shutting down")
+
+    def _timeout(self, now: float) -> float:
+        with self._lock:
+            entries = list(self._transfers.values())
+        timeout = 0.5
+        for entry in entries:
+            deadline = entry.sender.next_deadline()
+            if deadline is not None and deadline - now < timeout:
+                timeout = deadline - now
+        return max(0.0, timeout)
+
+    def _read_udp(self, buf: bytearray) -> None:
+        udp, mv = self._udp, memoryview(buf)
+        transfers = self._transfers
+        now = time.monotonic()
+        for _ in range(READS_PER_WAKEUP):
+            try:
+                n, addr = udp.recvfrom_into(buf, 0, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError as exc:            # e.g. ICMP port unreachable from a gone client
+                log.debug("udp receive error: %s", exc)
+                continue
+            head = wire.peek(mv[:n])
+            if head is None:
+                continue
+            entry = transfers.get(head[1])
+            if entry is not None and not entry.tcp_claimed:
+                entry.sender.on_datagram(mv[:n], addr, now)
+                if entry.sender.state in ("sending", "ending"):
+                    self._pump(entry, now)
+
+    def _service(self, now: float) -> None:
+        with self._lock:
+            entries = list(self._transfers.items())
+        finished = []
+        for tid, entry in entries:
+            sender = entry.sender
+            deadline = sender.next_deadline()
+            if deadline is not None and deadline <= now:
+                sender.handle_timeout(now)
+            if sender.state in ("sending", "ending"):
+                self._pump(entry, now)
+            if sender.state in ("done", "failed") or entry.tcp_claimed:
+                finished.append(tid)
+                if sender.state == "failed":
+                    log.info("transfer %x failed: %s", tid, sender.reason)
+        if finished:
+            with self._lock:
+                for tid in finished:
+                    entry = self._transfers.pop(tid, None)
+                    if entry is not None and not entry.tcp_claimed:
+                        os.close(entry.fd)
+
+    def _pump(self, entry: _Transfer, now: float) -> None:
+        sender = entry.sender
+        for datagram in sender.poll():
+            self._sendto(datagram, sender.peer)
+        seqs = sender.next_blocks(now)
+        if seqs:
+            try:
+                self._send_blocks(entry, seqs)
+            except OSError as exc:
+                # Reading the file failed (it shrank or vanished): nothing sane left to send.
+                for datagram in sender.abort(f"server cannot read the file: {exc}"):
+                    self._sendto(datagram, sender.peer)
+
+    def _sendto(self, datagram: bytes, peer) -> None:
+        try:
+            self._udp.sendto(datagram, peer)
+        except OSError as exc:            # a lost datagram is recovered by the protocol
+            log.debug("udp send to %s failed: %s", peer, exc)
+
+    def _send_blocks(self, entry: _Transfer, seqs: list[int]) -> None:
+        sender = entry.sender
+        bs, tid, fd = sender.block_size, sender.tid, entry.fd
+        seg = wire.DATA_HEADER_SIZE + bs
+        per_batch = min(GSO_MAX_SEGMENTS, 65000 // seg) if self._gso else 1
+        per_batch = max(per_batch, 1)
+        last = sender.nblocks - 1
+        short_last = sender.block_span(last)[1] < bs if last >= 0 else False
+        buf = self._sendbuf
+        if len(buf) < seg:
+            buf = self._sendbuf = bytearray(seg)
+        mv = memoryview(buf)
+        peer = sender.peer
+        i, count = 0, len(seqs)
+        while i < count:
+            pos, nseg = 0, 0
+            run_off, iov = 0, []
+            prev = -2
+            while i < count and nseg < per_batch:
+                seq = seqs[i]
+                file_off, length = sender.block_span(seq)
+                wire.pack_data_header(buf, pos, tid, seq)
+                if seq != prev + 1 and iov:
+                    self._read_into(fd, iov, run_off)
+                    iov = []
+                if not iov:
+                    run_off = file_off
+                iov.append(mv[pos + wire.DATA_HEADER_SIZE:pos + wire.DATA_HEADER_SIZE + length])
+                pos += wire.DATA_HEADER_SIZE + length
+                prev = seq
+                nseg += 1
+                i += 1
+                if seq == last and short_last:
+                    break                  # GSO: only the final segment may be short
+            self._read_into(fd, iov, run_off)
+            self._send_batch(mv[:pos], nseg, seg, peer)
+
+    @staticmethod
+    def _read_into(fd: int, iov: list, offset: int) -> None:
+        want = sum(len(v) for v in iov)
+        got = os.preadv(fd, iov, offset)
+        if got != want:
+            raise OSError(f"short read at {offset}: {got} of {want} bytes")
+
+    def _send_batch(self, data: memoryview, nseg: int, seg: int, peer) -> None:
+        udp = self._udp
+        try:
+            if nseg > 1:
+                try:
+                    udp.sendmsg([data], [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", seg))], 0, peer)
+                    self.gso_used = True
+                    return
+                except OSError as exc:
+                    if self.gso_used:
+                        raise
+                    log.info("UDP GSO unavailable (%s): sending datagrams one by one", exc)
+                    self._gso = False
+                for start in range(0, len(data), seg):
+                    udp.sendto(data[start:start + seg], peer)
+            else:
+                udp.sendto(data, peer)
+        except OSError as exc:            # the blocks stay in flight and are resent if lost
+            log.debug("udp send to %s failed: %s", peer, exc)
+
+    def _abort_all(self, reason: str) -> None:
+        with self._lock:
+            entries = list(self._transfers.values())
+        for entry in entries:
+            if entry.sender.state in ("sending", "ending") and entry.sender.peer:
+                for datagram in entry.sender.abort(reason):
+                    self._sendto(datagram, entry.sender.peer)
+
+    # ---- TCP fallback --------------------------------------------------------------------
+    def _accept_tcp(self) -> None:
+        try:
+            conn, addr = self._tcp.accept()
+        except OSError as exc:
+            log.debug("tcp accept failed: %s", exc)
+            return
+        with self._lock:
+            busy = len(self._workers) >= MAX_TCP_WORKERS
+        if busy:
+            conn.close()
+            return
+        conn.setblocking(True)
+        worker = threading.Thread(target=self._serve_tcp, args=(conn, addr), daemon=True,
+                                  name="transfer-tcp")
+        with self._lock:
+            self._workers[worker] = conn
+        worker.start()
+
+    def _serve_tcp(self, conn: socket.socket, addr) -> None:
+        try:
+            with conn:
+                conn.settimeout(TCP_REQUEST_TIMEOUT)
+                raw = _recv_exact(conn, wire.TCP_REQUEST_SIZE)
+                request = wire.decode_tcp_request(raw) if raw else None
+                claimed = self._claim_for_tcp(request, normalise_ip(addr[0]))
+                if claimed is None:
+                    tid = request[0] if request else 0
+                    conn.sendall(wire.encode_tcp_reply(tid, wire.TCP_REFUSED, 0))
+                    return
+                entry, start = claimed
+                try:
+                    count = entry.sender.size - start
+                    conn.sendall(wire.encode_tcp_reply(entry.sender.tid, wire.TCP_OK, count))
+                    conn.settimeout(self.idle_limit)
+                    if count:
+                        with open(os.dup(entry.fd), "rb") as f:
+                            conn.sendfile(f, start, count)
+                finally:
+                    os.close(entry.fd)
+        except OSError as exc:
+            log.info("tcp fallback to %s ended: %s", addr, exc)
+        finally:
+            with self._lock:
+                self._workers.pop(threading.current_thread(), None)
+
+    def _claim_for_tcp(self, request, ip: str) -> tuple[_Transfer, int] | None:
+        if request is None:
+            return None
+        tid, token, start = request
+        now = time.monotonic()
+        with self._lock:
+            entry = self._transfers.get(tid)
+            if entry is None or entry.tcp_claimed:
+                return None
+            sender = entry.sender
+            if (not hmac.compare_digest(token, sender.token) or ip != sender.client_ip
+                    or not entry.offer_offset <= start <= sender.size
+                    or sender.state in ("done", "failed")
+                    or (sender.state == "waiting" and now > sender.expires_at)):
+                return None
+            entry.tcp_claimed = True      # the UDP side stops; the loop drops the entry
+            self._transfers.pop(tid)
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        return entry, start
+
+
+def _recv_exact(conn: socket.socket, n: int) -> bytes | None:
+    chunks, got = [], 0
+    while got < n:
+        chunk = conn.recv(n - got)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
