@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .chat_server import ChatServer
 
 log = logging.getLogger("parley.handler")
+SMALL_RECV, LARGE_RECV = 4096, 65536
 
 
 class ClientHandler:
@@ -116,12 +117,16 @@ class ClientHandler:
     # ------------------------------------------------------------ input
 
     def _run(self) -> None:
+        # recv(n) holds an n-byte buffer while it blocks: small for an idle chat client (a
+        # thousand of them wait at once), large while the client streams (an upload).
+        size = SMALL_RECV
         try:
             while not self._closed.is_set():
                 try:
-                    data = self.sock.recv(65536)
+                    data = self.sock.recv(size)
                 except OSError:
                     break
+                size = LARGE_RECV if len(data) == size else SMALL_RECV
                 self._last_heard = time.monotonic()
                 self._ping_nonce = None
                 try:

@@ -1,0 +1,1 @@
+"""Parley's Tk desktop client: windows and widgets only. The rules live in parley_client."""

@@ -1,0 +1,241 @@
+"""What the main window's buttons do: requests to the session, answers folded into ChatState.
+
+Every request returns a Future; its outcome reaches the Tk thread through UiQueue.when_done,
+and blocking calls (download offers) run on short-lived worker threads that only queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from tkinter import filedialog, messagebox, simpledialog
+
+from parley_client.chat_state import PUBLIC, ConvKey, Entry, room_key
+
+log = logging.getLogger(__name__)
+
+
+def describe(exc: BaseException) -> str:
+    return getattr(exc, "message", None) or str(exc) or exc.__class__.__name__
+
+
+class Actions:
+    def __init__(self, win) -> None:
+        self.win = win
+        self.state, self.session, self.ui = win.state, win.session, win.ui
+        self.downloads: dict[int, object] = {}  # tid -> Download thread
+        self.uploads: dict[int, object] = {}  # tid -> Future
+        self.cancel_requested: set[int] = set()
+        # Dialog hooks: tests replace these to answer without a modal window.
+        self.confirm = messagebox.askyesno
+        self.ask_open_file = filedialog.askopenfilename
+        self.ask_directory = filedialog.askdirectory
+        self.ask_string = simpledialog.askstring
+
+    def _request(self, future, on_ok, what: str, on_error=None) -> None:
+        def failed(exc):
+            if on_error is not None:
+                on_error(exc)
+            else:
+                self.win.report(f"{what} failed: {describe(exc)}")
+        self.ui.when_done(future, on_ok, failed)
+
+    def _wire_target(self, key: ConvKey) -> str:
+        if key[0] == "room":
+            info = self.state.rooms.get(key[1])
+            return info.name if info else key[1]
+        return self.state.name_of(key[1]) if key[0] == "direct" else ""
+
+    # ------------------------------------------------------------------ lists
+
+    def refresh_lists(self) -> None:
+        self._request(self.session.list_online(),
+                      lambda r: self.win.apply(self.state.set_online(r.get("users", []))),
+                      "Listing who is online")
+        self._request(self.session.list_users(),
+                      lambda r: self.win.apply(self.state.learn_users(r.get("users", []))),
+                      "Listing users")
+        self.refresh_files()
+
+    def refresh_files(self) -> None:
+        self._request(self.session.list_files(),
+                      lambda r: self.win.apply(self.state.set_files(r.get("files", []))),
+                      "Listing files")
+
+    def after_reconnect(self) -> None:
+        """Catch up on what happened while we were away."""
+        self.refresh_lists()
+        for info in list(self.state.rooms.values()):
+            if info.joined:
+                self._request(self.session.join_room(info.name),
+                              lambda r: self.win.apply(self.state.set_room(r, joined=True)),
+                              f"Re-entering room {info.name}")
+        for conv in self.state.conversations.values():
+            if conv.key != self.state.active and conv.history_state == "loaded":
+                conv.history_state = "none"  # reload when opened next
+        if self.state.active:
+            self.load_history(self.state.active)
+
+    # ------------------------------------------------------------------ conversations
+
+    def open(self, key: ConvKey) -> None:
+        changes, need_history = self.state.open(key)
+        self.win.apply(changes)
+        if key[0] == "direct":
+            self._request(self.session.open_session(self._wire_target(key)), lambda r: None,
+                          "Opening the conversation")
+        if need_history:
+            self.load_history(key)
+
+    def load_history(self, key: ConvKey) -> None:
+        def failed(exc):
+            self.state.history_failed(key)
+            self.win.report(f"Could not load earlier messages: {describe(exc)}")
+        self._request(self.session.history(key[0], self._wire_target(key), limit=50),
+                      lambda r: self.win.apply(self.state.merge_history(
+                          key, r.get("messages", []))), "History", failed)
+
+    def send(self, text: str) -> bool:
+        key = self.state.active or PUBLIC
+        if not self.state.can_send(key):
+            return False
+        entry, changes = self.state.add_pending(key, text)
+        self.win.apply(changes)
+        self._send(key, entry)
+        return True
+
+    def _send(self, key: ConvKey, entry: Entry) -> None:
+        self._request(self.session.send(key[0], self._wire_target(key), entry.text),
+                      lambda r: self.win.apply(self.state.send_ok(key, entry, r)), "Send",
+                      lambda exc: self.win.apply(self.state.send_failed(
+                          key, entry, f"not sent: {describe(exc)}")))
+
+    def retry(self, entry: Entry) -> None:
+        for conv in self.state.conversations.values():
+            if entry in conv.entries:
+                self.win.apply(self.state.retry(conv.key, entry))
+                self._send(conv.key, entry)
+                return
+
+    def clear(self) -> None:
+        if self.state.active:
+            self.win.apply(self.state.clear(self.state.active))
+
+    def rename(self, display: str | None = None) -> None:
+        """Change how others see my name (the Renamed event updates every view)."""
+        if display is None:
+            display = self.ask_string("Display name — Parley", "How should others see you?",
+                                      initialvalue=self.state.my_display, parent=self.win)
+        if display and display.strip() and display.strip() != self.state.my_display:
+            self._request(self.session.rename(display.strip()), lambda r: None,
+                          "Changing your display name")
+
+    # ------------------------------------------------------------------ rooms
+
+    def join_room(self, name: str, on_error=None) -> None:
+        def joined(result):
+            self.win.apply(self.state.set_room(result, joined=True))
+            self.open(room_key(result["room"]))
+            self.win.close_rooms_dialog()
+        self._request(self.session.join_room(name), joined, f"Entering room {name}",
+                      on_error)
+
+    def list_rooms(self, on_ok) -> None:
+        def listed(result):
+            self.state.room_directory = result.get("rooms", [])
+            on_ok(self.state.room_directory)
+        self._request(self.session.list_rooms(), listed, "Listing rooms")
+
+    def leave_room(self, room: str) -> None:
+        self._request(self.session.leave_room(room),
+                      lambda r: self.win.apply(self.state.left_room(room)),
+                      f"Leaving room {room}")
+
+    def close_room(self, room: str) -> None:
+        if not self.confirm("Close room — Parley",
+                            f"Close the room {room} for everyone in it?",
+                            parent=self.win):
+            return
+        self._request(self.session.close_room(room), lambda r: None, f"Closing room {room}")
+
+    # ------------------------------------------------------------------ files
+
+    def pick_download_dir(self) -> None:
+        chosen = self.ask_directory(parent=self.win, title="Download files to — Parley",
+                                    initialdir=str(self.win.settings.downloads()),
+                                    mustexist=False)
+        if chosen:
+            self.win.settings.download_dir = chosen
+            self.win.settings.save()
+            self.win.files_view.set_download_dir(Path(chosen))
+
+    def download(self, names: list[str]) -> None:
+        dest = self.win.settings.downloads()
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self.win.report(f"Cannot use the download folder {dest}: {exc.strerror or exc}")
+            return
+        for name in names:
+            size = int(self.state.files.get(name, {}).get("size", 0))
+            t = self.state.new_transfer("down", name, size)
+            threading.Thread(target=self._start_download, args=(t.tid, name, dest),
+                             name=f"offer-{name}", daemon=True).start()
+        self.win.apply_kind("transfers")
+
+    def _start_download(self, tid: int, name: str, dest: Path) -> None:
+        """Worker thread: waits for the offer, then hands the Download thread to Tk."""
+        try:
+            thread = self.session.download(
+                name, dest, lambda p: self.ui.call(self._download_progress, tid, p))
+        except Exception as exc:  # SessionError or OSError: report it in the panel
+            self.ui.call(self._finish, tid, "failed", describe(exc))
+            return
+        self.ui.call(self._download_started, tid, thread)
+
+    def _download_started(self, tid: int, thread) -> None:
+        self.downloads[tid] = thread
+        if tid in self.cancel_requested:
+            thread.cancel()
+
+    def _download_progress(self, tid: int, progress) -> None:
+        self.win.apply(self.state.on_download_progress(tid, progress))
+
+    def _finish(self, tid: int, state: str, message: str = "") -> None:
+        self.win.apply(self.state.finish_transfer(tid, state, message))
+
+    def upload(self, path: str | None = None) -> None:
+        path = path or self.ask_open_file(parent=self.win, title="Share a file — Parley")
+        if not path:
+            return
+        p = Path(path)
+        try:
+            size = p.stat().st_size
+        except OSError as exc:
+            self.win.report(f"Cannot read {p.name}: {exc.strerror or exc}")
+            return
+        t = self.state.new_transfer("up", p.name, size)
+        fut = self.session.upload(
+            p, lambda sent, total: self.ui.call(self._upload_progress, t.tid, sent, total))
+        self.uploads[t.tid] = fut
+        self.ui.when_done(fut, lambda r: self._finish(t.tid, "done"),
+                          lambda exc: self._finish(
+                              t.tid, "cancelled" if t.tid in self.cancel_requested
+                              else "failed", describe(exc)))
+        self.win.apply_kind("transfers")
+
+    def _upload_progress(self, tid: int, sent: int, total: int) -> None:
+        self.win.apply(self.state.on_upload_progress(tid, sent, total))
+
+    def cancel_transfer(self, tid: int) -> None:
+        self.cancel_requested.add(tid)
+        if tid in self.downloads:
+            self.downloads[tid].cancel()
+        elif tid in self.uploads:
+            self.uploads[tid].cancel()
+
+    def cancel_all(self) -> None:
+        for tid, t in self.state.transfers.items():
+            if not t.finished:
+                self.cancel_transfer(tid)

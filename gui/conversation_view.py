@@ -1,0 +1,128 @@
+"""The middle pane: who you are talking to, the transcript, and (for rooms) the members."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from tkinter import ttk
+
+from parley_client.chat_state import ChatState, ConvKey, Entry
+
+from .transcript import Transcript
+
+
+class ConversationView(ttk.Frame):
+    def __init__(self, master, state: ChatState, fonts, palette, *,
+                 on_retry: Callable[[Entry], None], on_leave: Callable[[str], None],
+                 on_close_room: Callable[[str], None],
+                 on_open_person: Callable[[str], None]) -> None:
+        super().__init__(master)
+        self.state = state
+        self.on_leave, self.on_close_room = on_leave, on_close_room
+        self.on_open_person = on_open_person
+        self.key: ConvKey | None = None
+        self.palette = palette
+        self.columnconfigure(0, weight=1)
+        self.rowconfigure(1, weight=1)
+
+        header = ttk.Frame(self, padding=(14, 10, 10, 6))
+        header.grid(row=0, column=0, columnspan=2, sticky="ew")
+        header.columnconfigure(0, weight=1)
+        self.title = ttk.Label(header, text="", font=fonts.title)
+        self.title.grid(row=0, column=0, sticky="w")
+        self.subtitle = ttk.Label(header, text="", foreground=palette.muted)
+        self.subtitle.grid(row=1, column=0, sticky="w")
+        self.room_buttons = ttk.Frame(header)
+        self.room_buttons.grid(row=0, column=1, rowspan=2, sticky="e")
+        self.members_button = ttk.Button(self.room_buttons, text="Members",
+                                         command=self.toggle_members)
+        self.leave_button = ttk.Button(self.room_buttons, text="Leave room",
+                                       command=lambda: self.on_leave(self.key[1]))
+        self.close_button = ttk.Button(self.room_buttons, text="Close room",
+                                       command=lambda: self.on_close_room(self.key[1]))
+        ttk.Separator(self).grid(row=0, column=0, columnspan=2, sticky="sew")
+
+        self.transcript = Transcript(self, fonts, palette, on_retry)
+        self.transcript.grid(row=1, column=0, sticky="nsew")
+
+        self.members_frame = ttk.Frame(self, padding=(8, 8, 8, 8))
+        ttk.Label(self.members_frame, text="Members", font=fonts.heading).pack(anchor="w")
+        self.members = ttk.Treeview(self.members_frame, show="tree", selectmode="browse",
+                                    height=10)
+        self.members.column("#0", width=170)
+        self.members.pack(fill="both", expand=True, pady=(4, 0))
+        self.members.bind("<Double-1>", self._member_clicked)
+        self.members.tag_configure("creator", font=fonts.bold)
+        self.show_members = True
+
+    # ------------------------------------------------------------------ API
+
+    def open(self, key: ConvKey) -> None:
+        self.key = key
+        self.refresh_header()
+        self.transcript.show(self.state.conversation(key).entries)
+
+    def reload(self) -> None:
+        if self.key is not None:
+            self.transcript.show(self.state.conversation(self.key).entries)
+
+    def refresh_header(self) -> None:
+        key = self.key
+        if key is None:
+            return
+        conv = self.state.conversation(key)
+        for w in self.room_buttons.winfo_children():
+            w.pack_forget()
+        if key[0] == "public":
+            self.title.configure(text="# Public")
+            self.subtitle.configure(text=f"Everyone on the server · {len(self.state.online)} "
+                                         "online")
+        elif key[0] == "direct":
+            online = key[1] in self.state.online
+            name = self.state.name_of(key[1])
+            self.title.configure(text=f"@ {conv.title}")
+            self.subtitle.configure(text=f"{name} · " + ("online" if online else
+                                                        "offline — messages wait for them"))
+        else:
+            info = self.state.rooms.get(key[1])
+            self.title.configure(text=f"# {conv.title}")
+            if info and info.joined:
+                creator = self.state.display_of(info.creator) if info.creator else "?"
+                self.subtitle.configure(text=f"Room · {len(info.members)} members · "
+                                             f"created by {creator}")
+                self.members_button.pack(side="left", padx=(0, 6))
+                self.leave_button.pack(side="left", padx=(0, 6))
+                if self.state.i_created(key[1]):
+                    self.close_button.pack(side="left")
+            else:
+                self.subtitle.configure(text="This room is closed.")
+        self.refresh_members()
+
+    def refresh_members(self) -> None:
+        key = self.key
+        info = self.state.rooms.get(key[1]) if key and key[0] == "room" else None
+        if not (info and info.joined and self.show_members):
+            self.members_frame.grid_remove()
+            return
+        self.members_frame.grid(row=1, column=1, sticky="ns")
+        self.members.delete(*self.members.get_children())
+        for name, display in sorted(info.members.items(), key=lambda m: m[1].lower()):
+            creator = name == info.creator.lower()
+            label = display + ("  (creator)" if creator else "")
+            if name not in self.state.online:
+                label += "  · away"
+            self.members.insert("", "end", iid=name, text=label,
+                                tags=("creator",) if creator else ())
+
+    def toggle_members(self) -> None:
+        self.show_members = not self.show_members
+        self.refresh_members()
+
+    def _member_clicked(self, _event=None) -> None:
+        sel = self.members.selection()
+        if sel and not self.state.is_me(sel[0]):
+            self.on_open_person(sel[0])
+
+    def apply_palette(self, palette) -> None:
+        self.palette = palette
+        self.subtitle.configure(foreground=palette.muted)
+        self.transcript.apply_palette(palette)

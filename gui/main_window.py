@@ -1,0 +1,309 @@
+"""The main window: banner, conversation list and people on the left, the open conversation
+(or the files tab) in the middle, the compose box below. Redraws come from ChatState changes."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tkinter as tk
+from collections.abc import Callable
+from tkinter import ttk
+
+from parley_client.chat_state import PUBLIC, Change, ChatState, ConvKey
+from parley_client.settings import Settings
+
+from .actions import Actions
+from .banner import Banner
+from .conversation_view import ConversationView
+from .files_view import FilesView
+from .message_box import MessageBox
+from .rooms_dialog import RoomsDialog
+from .sidebar import Sidebar
+from .tkutil import release_variables
+from .transfers_panel import TransfersPanel
+
+log = logging.getLogger(__name__)
+
+
+class MainWindow(ttk.Frame):
+    def __init__(self, root: tk.Tk, state: ChatState, session, ui, settings: Settings,
+                 fonts, palette, *, on_logout: Callable[[], None],
+                 on_quit: Callable[[], None], on_theme: Callable[[str], None]) -> None:
+        super().__init__(root)
+        self.root, self.state, self.session, self.ui = root, state, session, ui
+        self.settings, self.fonts, self.palette = settings, fonts, palette
+        self.on_logout, self.on_quit, self.on_theme = on_logout, on_quit, on_theme
+        self.actions = Actions(self)
+        self.rooms_dialog: RoomsDialog | None = None
+        self.attention_count = 0
+        self._dirty: set[str] = set()
+        self._flush_id: str | None = None
+        self._was_online = state.connection == "online"
+        self.columnconfigure(0, weight=1)
+        self.rowconfigure(1, weight=1)
+
+        self.banner = Banner(self, state, fonts, palette, on_relogin=on_logout)
+        self.banner.grid(row=0, column=0, sticky="ew")
+        self.banner.grid_remove()
+        panes = ttk.PanedWindow(self, orient="horizontal")
+        panes.grid(row=1, column=0, sticky="nsew")
+        self.sidebar = Sidebar(panes, state, fonts, palette, on_open=self.actions.open,
+                               on_rooms=self.open_rooms_dialog)
+        panes.add(self.sidebar, weight=0)
+        self.notebook = ttk.Notebook(panes)
+        panes.add(self.notebook, weight=1)
+
+        chat = ttk.Frame(self.notebook)
+        chat.columnconfigure(0, weight=1)
+        chat.rowconfigure(0, weight=1)
+        self.conversation = ConversationView(
+            chat, state, fonts, palette, on_retry=self.actions.retry,
+            on_leave=self.actions.leave_room, on_close_room=self.actions.close_room,
+            on_open_person=lambda u: self.actions.open(("direct", u.lower())))
+        self.conversation.grid(row=0, column=0, sticky="nsew")
+        self.message_box = MessageBox(chat, fonts, palette, self.actions.send, state.max_text)
+        self.message_box.grid(row=1, column=0, sticky="ew")
+        self.notebook.add(chat, text="  Chat  ")
+
+        files = ttk.Frame(self.notebook)
+        files.columnconfigure(0, weight=1)
+        files.rowconfigure(0, weight=1)
+        self.files_view = FilesView(files, state, fonts, palette,
+                                    on_download=self.actions.download,
+                                    on_upload=self.actions.upload,
+                                    on_pick_folder=self.actions.pick_download_dir,
+                                    download_dir=settings.downloads())
+        self.files_view.grid(row=0, column=0, sticky="nsew")
+        ttk.Separator(files).grid(row=1, column=0, sticky="ew")
+        self.transfers = TransfersPanel(files, state, fonts, palette,
+                                        self.actions.cancel_transfer)
+        self.transfers.grid(row=2, column=0, sticky="ew")
+        self.notebook.add(files, text="  Files  ")
+        self.chat_tab, self.files_tab = chat, files
+
+        self.status = ttk.Label(self, text="", foreground=palette.muted, padding=(10, 2))
+        self.status.grid(row=2, column=0, sticky="ew")
+        self._build_menu()
+        self._bind_keys()
+        root.bind("<FocusIn>", self._focus_in, add="+")
+        root.bind("<FocusOut>", self._focus_out, add="+")
+        self.show_conversation(state.active or PUBLIC)
+        self.update_title()
+
+    # ------------------------------------------------------------------ setup
+
+    def _build_menu(self) -> None:
+        menu = tk.Menu(self.root)
+        app = tk.Menu(menu, tearoff=False)
+        self.dark_var = tk.BooleanVar(value=self.palette.name == "dark")
+        app.add_checkbutton(label="Dark theme", variable=self.dark_var,
+                            command=lambda: self.on_theme("dark" if self.dark_var.get()
+                                                          else "light"))
+        app.add_command(label="Change display name…", command=self.actions.rename)
+        app.add_separator()
+        app.add_command(label="Log out", command=self.on_logout)
+        app.add_command(label="Quit", accelerator="Ctrl+Q", command=self.on_quit)
+        menu.add_cascade(label="Parley", menu=app)
+        conv = tk.Menu(menu, tearoff=False)
+        conv.add_command(label="Find or switch…", accelerator="Ctrl+K",
+                         command=self.sidebar.focus_search)
+        conv.add_command(label="Join or create room…", accelerator="Ctrl+J",
+                         command=self.open_rooms_dialog)
+        conv.add_command(label="Previous", accelerator="Alt+Up", command=lambda: self.step(-1))
+        conv.add_command(label="Next", accelerator="Alt+Down", command=lambda: self.step(1))
+        conv.add_separator()
+        conv.add_command(label="Clear (on this computer only)", accelerator="Ctrl+L",
+                         command=self.actions.clear)
+        menu.add_cascade(label="Conversation", menu=conv)
+        files = tk.Menu(menu, tearoff=False)
+        files.add_command(label="Show files", accelerator="Ctrl+F", command=self.show_files)
+        files.add_command(label="Upload…", accelerator="Ctrl+U", command=self.actions.upload)
+        files.add_command(label="Refresh list", command=self.actions.refresh_files)
+        menu.add_cascade(label="Files", menu=files)
+        self.menu = menu
+        self.root.configure(menu=menu)
+
+    def _bind_keys(self) -> None:
+        keys = {"<Control-k>": self.sidebar.focus_search, "<Control-f>": self.show_files,
+                "<Control-l>": self.actions.clear, "<Control-q>": self.on_quit,
+                "<Control-j>": self.open_rooms_dialog, "<Control-u>": self.actions.upload,
+                "<Alt-Up>": lambda: self.step(-1), "<Alt-Down>": lambda: self.step(1),
+                "<Escape>": self.show_chat}
+        # Text and Entry have class bindings for some of these (Ctrl+K kills a line, Ctrl+F
+        # moves a character): bind on those widgets too and stop the class binding.
+        widgets = (self.root, self.message_box.text, self.sidebar.search,
+                   self.files_view.filter_entry)
+        for seq, fn in keys.items():
+            for w in widgets:
+                if seq == "<Escape>" and w is self.sidebar.search:
+                    continue
+                w.bind(seq, lambda e, fn=fn: (fn(), "break")[1])
+
+    # ------------------------------------------------------------------ navigation
+
+    def step(self, delta: int) -> None:
+        key = self.state.neighbour(delta)
+        if key is not None:
+            self.actions.open(key)
+
+    def show_files(self) -> None:
+        self.notebook.select(self.files_tab)
+        self.files_view.focus_filter()
+
+    def show_chat(self) -> None:
+        self.notebook.select(self.chat_tab)
+        self.message_box.focus()
+
+    def show_conversation(self, key: ConvKey) -> None:
+        self.conversation.open(key)
+        can = self.state.can_send(key)
+        conv = self.state.conversation(key)
+        hint = (f"Message {'#' if key[0] != 'direct' else '@'}{conv.title}  "
+                "(Enter to send, Shift+Enter for a new line)" if can
+                else "This room is closed.")
+        self.message_box.set_enabled(can, hint)
+        if str(self.notebook.select()) == str(self.chat_tab):
+            self.message_box.focus()
+
+    def open_rooms_dialog(self) -> None:
+        if self.rooms_dialog is not None and self.rooms_dialog.winfo_exists():
+            self.rooms_dialog.lift()
+            return
+        dialog = RoomsDialog(self.root, self.fonts, self.palette,
+                             on_join=lambda n: self.actions.join_room(
+                                 n, lambda exc: dialog.show_error(str(exc))),
+                             on_refresh=lambda: self.actions.list_rooms(dialog.set_rooms))
+        self.rooms_dialog = dialog
+        self.actions.list_rooms(lambda rooms: dialog.winfo_exists() and dialog.set_rooms(rooms))
+
+    def close_rooms_dialog(self) -> None:
+        if self.rooms_dialog is not None and self.rooms_dialog.winfo_exists():
+            self.rooms_dialog.destroy()
+        self.rooms_dialog = None
+
+    # ------------------------------------------------------------------ changes
+
+    def apply(self, changes: list[Change]) -> None:
+        """Fold model changes into the widgets: appends now, the rest once per idle moment."""
+        for c in changes:
+            if c.kind == "append":
+                if c.key == self.conversation.key and "reload" not in self._dirty:
+                    self.conversation.transcript.append(c.entry)
+            elif c.kind == "entry":
+                if c.key == self.conversation.key:
+                    self.conversation.transcript.update_entry(c.entry)
+            elif c.kind == "notify":
+                self.notify(c)
+            elif c.kind == "reload":
+                if c.key == self.state.active:
+                    self._dirty.add("reload")
+            else:
+                self._dirty.add(c.kind)
+        if self.state.active != self.conversation.key:
+            self._dirty.add("switch")
+        if self._dirty and self._flush_id is None:
+            self._flush_id = self.after_idle(self.flush)
+
+    def apply_kind(self, kind: str) -> None:
+        self.apply([Change(kind)])
+
+    def flush(self) -> None:
+        self._flush_id = None
+        dirty, self._dirty = self._dirty, set()
+        if "switch" in dirty:
+            self.show_conversation(self.state.active or PUBLIC)
+        elif "reload" in dirty:
+            self.conversation.reload()
+        if dirty & {"conversations", "removed", "switch", "me"}:
+            self.sidebar.refresh()
+            self.update_title()
+        if dirty & {"online", "rooms", "switch"}:
+            self.sidebar.refresh_people()
+            self.conversation.refresh_header()
+            if "switch" not in dirty:
+                self.show_conversation_state()
+        if "files" in dirty:
+            self.files_view.refresh()
+        if "transfers" in dirty:
+            self.transfers.refresh()
+        if "connection" in dirty:
+            self.banner.refresh()
+            online = self.state.connection == "online"
+            if online and not self._was_online:
+                self.actions.after_reconnect()
+            self._was_online = online
+        if "error" in dirty:
+            self.report(self.state.last_reason)
+
+    def show_conversation_state(self) -> None:
+        key = self.conversation.key
+        if key is not None:
+            can = self.state.can_send(key)
+            if can != (str(self.message_box.text.cget("state")) == "normal"):
+                self.show_conversation(key)
+
+    def apply_palette(self, palette) -> None:
+        self.palette = palette
+        self.conversation.apply_palette(palette)
+        self.message_box.apply_palette(palette)
+        self.banner.apply_palette(palette)
+        self.status.configure(foreground=palette.muted)
+        self.dark_var.set(palette.name == "dark")
+        self.conversation.reload()
+
+    def update_title(self) -> None:
+        unread = self.state.total_unread()
+        who = self.state.my_display or self.state.me
+        title = f"Parley — {who}" if who else "Parley"
+        self.root.title(f"({unread}) {title}" if unread else title)
+
+    def report(self, text: str) -> None:
+        self.status.configure(text=text)
+
+    # ------------------------------------------------------------------ attention
+
+    def _focus_in(self, _event=None) -> None:
+        if not self.state.window_focused:
+            self.apply(self.state.set_focused(True))
+
+    def _focus_out(self, _event=None) -> None:
+        self.after_idle(self._check_focus)
+
+    def _check_focus(self) -> None:
+        try:
+            focused = self.root.focus_displayof() is not None
+        except (KeyError, tk.TclError):  # focus is in a popdown Tk does not map to Python
+            focused = True
+        if not focused:
+            self.state.set_focused(False)
+
+    def notify(self, change: Change) -> None:
+        """A private message or a mention: ring and flag the window if nobody is looking."""
+        if self.state.window_focused and change.key == self.state.active:
+            return
+        self.attention_count += 1
+        if not self.state.window_focused:
+            self.root.bell()
+            request_attention(self.root)
+
+    def destroy(self) -> None:
+        if self._flush_id is not None:
+            self.after_cancel(self._flush_id)
+            self._flush_id = None
+        self.close_rooms_dialog()
+        try:
+            self.root.configure(menu="")
+        except tk.TclError as exc:  # root already going away
+            log.debug("menu removal: %s", exc)
+        super().destroy()
+        release_variables(self)
+
+
+def request_attention(root: tk.Tk) -> None:
+    """Flash the taskbar entry where the platform lets Tk do it."""
+    if sys.platform == "win32":
+        import ctypes
+
+        hwnd = int(root.wm_frame(), 16)
+        ctypes.windll.user32.FlashWindow(hwnd, True)
+    # macOS and X11: Tk sets no urgency hint; the "(n)" in the title and the bell carry the signal.

@@ -1,0 +1,170 @@
+"""The read-only message pane: a tk.Text with tags, rendered from ChatState entries.
+
+Messages are grouped: consecutive messages by one sender within a few minutes share one
+header (name + time). Own messages sit on a faint band, mentions of you are highlighted,
+system notices are small, grey and centred, and a day separator starts each new day.
+New entries are appended without redrawing; the view only follows new messages if it was
+already scrolled to the bottom (or the message is yours), so reading back is never yanked.
+"""
+
+from __future__ import annotations
+
+import time
+import tkinter as tk
+from collections.abc import Callable
+from tkinter import ttk
+
+from parley_client.chat_state import Entry
+
+from .theme import Palette, sender_colour
+
+MAX_RENDERED = 500
+
+
+def day_label(ts: float, now: float | None = None) -> str:
+    day = time.localtime(ts)[:3]
+    now = now if now is not None else time.time()
+    if day == time.localtime(now)[:3]:
+        return "Today"
+    if day == time.localtime(now - 86400)[:3]:
+        return "Yesterday"
+    return time.strftime("%A %d %B %Y", time.localtime(ts))
+
+
+class Transcript(ttk.Frame):
+    def __init__(self, master, fonts, palette: Palette,
+                 on_retry: Callable[[Entry], None]) -> None:
+        super().__init__(master)
+        self.fonts, self.on_retry = fonts, on_retry
+        self.rowconfigure(0, weight=1)
+        self.columnconfigure(0, weight=1)
+        self.text = tk.Text(self, wrap="word", state="disabled", relief="flat",
+                            borderwidth=0, highlightthickness=0, padx=14, pady=10,
+                            font=fonts.body, cursor="arrow", takefocus=False)
+        self.text.grid(row=0, column=0, sticky="nsew")
+        bar = ttk.Scrollbar(self, orient="vertical", command=self.text.yview)
+        bar.grid(row=0, column=1, sticky="ns")
+        self.text.configure(yscrollcommand=bar.set)
+        self._entries: dict[int, Entry] = {}
+        self._last_day: tuple | None = None
+        self.apply_palette(palette)
+
+    def apply_palette(self, pal: Palette) -> None:
+        self.palette = pal
+        t, f = self.text, self.fonts
+        t.configure(background=pal.bg, foreground=pal.fg, selectbackground=pal.select_bg,
+                    selectforeground=pal.fg, inactiveselectbackground=pal.select_bg)
+        t.tag_configure("header", spacing1=10)
+        t.tag_configure("name", font=f.bold)
+        t.tag_configure("time", font=f.small, foreground=pal.muted)
+        t.tag_configure("body", spacing3=2, lmargin1=0, lmargin2=0)
+        t.tag_configure("own", background=pal.own_bg, lmargincolor=pal.own_bg)
+        t.tag_configure("mention", background=pal.mention_bg, lmargincolor=pal.mention_bg)
+        t.tag_configure("notice", font=f.notice, foreground=pal.muted, justify="center",
+                        spacing1=6, spacing3=6)
+        t.tag_configure("day", font=f.heading, foreground=pal.muted, justify="center",
+                        spacing1=14, spacing3=4)
+        t.tag_configure("pending", foreground=pal.muted)
+        t.tag_configure("status", font=f.small, foreground=pal.muted)
+        t.tag_configure("failed", font=f.small, foreground=pal.error, underline=True)
+        t.tag_bind("failed", "<Enter>", lambda e: t.configure(cursor="hand2"))
+        t.tag_bind("failed", "<Leave>", lambda e: t.configure(cursor="arrow"))
+        t.tag_configure("name_own", foreground=pal.accent)
+        for i, colour in enumerate(pal.senders):
+            t.tag_configure(f"name{i}", foreground=colour)
+        t.tag_raise("sel")
+
+    # ------------------------------------------------------------------ rendering
+
+    def show(self, entries: list[Entry]) -> None:
+        """Replace everything with these entries (conversation switch, history, clear)."""
+        t = self.text
+        t.configure(state="normal")
+        t.delete("1.0", "end")
+        self._entries.clear()
+        self._last_day = None
+        for entry in entries[-MAX_RENDERED:]:
+            self._insert(entry)
+        t.configure(state="disabled")
+        t.see("end")
+
+    def append(self, entry: Entry) -> None:
+        t = self.text
+        follow = t.yview()[1] >= 0.999 or entry.own
+        t.configure(state="normal")
+        self._insert(entry)
+        if len(self._entries) > MAX_RENDERED * 2:  # keep the widget light in a long session
+            t.delete("1.0", f"{len(self._entries) // 2}.0")
+            self._entries = dict(list(self._entries.items())[len(self._entries) // 2:])
+        t.configure(state="disabled")
+        if follow:
+            t.see("end")
+
+    def _insert(self, e: Entry) -> None:
+        t = self.text
+        self._entries[e.local_id] = e
+        day = time.localtime(e.ts)[:3]
+        if day != self._last_day:
+            self._last_day = day
+            t.insert("end", f"{day_label(e.ts)}\n", ("day",))
+            e_continues = False
+        else:
+            e_continues = e.continues
+        if e.kind == "notice":
+            t.insert("end", f"{e.text}  ·  {time.strftime('%H:%M', time.localtime(e.ts))}\n",
+                     ("notice",))
+            return
+        band = ("own",) if e.own else ("mention",) if e.mention else ()
+        if not e_continues:
+            colour = "name_own" if e.own else f"name{self._colour_index(e.sender)}"
+            t.insert("end", e.sender_display or e.sender, ("header", "name", colour, *band))
+            stamp = time.strftime("%H:%M", time.localtime(e.ts))
+            extra = "  ·  delivered while you were away" if e.delayed else ""
+            t.insert("end", f"   {stamp}{extra}\n", ("header", "time", *band))
+        body = ("body", f"b{e.local_id}", *band)
+        if e.status == "pending":
+            body += ("pending",)
+        t.insert("end", e.text, body)
+        self._insert_status(e, "end")
+        t.insert("end", "\n", body)
+
+    def _colour_index(self, user: str) -> int:
+        colour = sender_colour(self.palette, user)
+        return self.palette.senders.index(colour)
+
+    def _insert_status(self, e: Entry, index: str) -> None:
+        tag = f"st{e.local_id}"
+        if e.status == "pending":
+            self.text.insert(index, "  sending…", ("status", tag))
+        elif e.status == "failed":
+            self.text.insert(index, f"  ⚠ {e.error or 'not sent'} — click to retry",
+                             ("failed", tag))
+            self.text.tag_bind(tag, "<Button-1>", lambda ev, e=e: self.on_retry(e))
+        else:
+            self.text.insert(index, "", (tag,))
+
+    def update_entry(self, e: Entry) -> None:
+        """A message's delivery status changed: rewrite only its status mark."""
+        if e.local_id not in self._entries:
+            return
+        t, tag = self.text, f"st{e.local_id}"
+        t.configure(state="normal")
+        ranges = t.tag_ranges(tag)
+        if ranges:
+            t.delete(ranges[0], ranges[1])
+            where = ranges[0]
+        else:  # empty mark: place it before the newline that ends the body
+            body = t.tag_ranges(f"b{e.local_id}")
+            if not body:  # trimmed off the top of a long session
+                t.configure(state="disabled")
+                return
+            where = t.index(f"{body[-1]} -1c")
+        if e.status != "pending":
+            body = t.tag_ranges(f"b{e.local_id}")
+            if body:
+                t.tag_remove("pending", body[0], body[-1])
+        self._insert_status(e, where)
+        t.configure(state="disabled")
+
+    def content(self) -> str:
+        return self.text.get("1.0", "end-1c")

@@ -1,0 +1,610 @@
+"""The desktop client's model of a chat: conversations, people, rooms, files and transfers.
+
+Pure logic, no tkinter and no sockets: the GUI feeds it session events (on the Tk thread) and
+results of requests, and it answers with a list of Change records saying what to redraw. That
+keeps every rule (what counts as unread, how messages group, when to ring the bell) testable
+without a window.
+
+Conversation keys are (kind, target) with kind "public" (target ""), "room" (room name) or
+"direct" (the OTHER user's name). Names compare case-insensitively on the server, so targets
+are stored lower-cased and titles keep the spelling people chose.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+from dataclasses import dataclass, field
+
+MAX_TEXT = 4000  # the server's max_text; the hello reply may change it
+GROUP_WINDOW_S = 300.0  # consecutive messages by one sender within 5 min share a header
+MAX_ENTRIES = 2000  # per conversation: older entries fall off the client's memory
+PUBLIC = ("public", "")
+
+ConvKey = tuple[str, str]
+
+
+@dataclass
+class Entry:
+    """One line in a conversation: a chat message (kind "msg") or a system notice."""
+
+    local_id: int
+    kind: str  # "msg" | "notice"
+    text: str
+    ts: float
+    sender: str = ""
+    sender_display: str = ""
+    msg_id: int | None = None
+    own: bool = False
+    status: str = "sent"  # "sent" | "pending" | "failed"
+    error: str = ""
+    delayed: bool = False
+    mention: bool = False
+    continues: bool = False  # shares the header of the entry before it
+
+
+@dataclass
+class Conversation:
+    key: ConvKey
+    title: str
+    entries: list[Entry] = field(default_factory=list)
+    unread: int = 0
+    mentions: int = 0
+    history_state: str = "none"  # "none" | "loading" | "loaded"
+    cleared_up_to: int = 0  # msg_id at the last local "clear": history must not bring these back
+    last_activity: float = 0.0
+
+    @property
+    def kind(self) -> str:
+        return self.key[0]
+
+    @property
+    def target(self) -> str:
+        return self.key[1]
+
+
+@dataclass
+class RoomInfo:
+    name: str
+    creator: str = ""
+    members: dict[str, str] = field(default_factory=dict)  # lower name -> display
+    joined: bool = False
+    closed: bool = False
+
+
+@dataclass
+class Transfer:
+    tid: int
+    direction: str  # "down" | "up"
+    name: str
+    size: int = 0
+    done: int = 0
+    rate_bps: float = 0.0
+    eta_s: float | None = None
+    state: str = "connecting"  # connecting|running|fallback-tcp|verifying|done|failed|cancelled
+    message: str = ""
+    path: str = ""
+    transport: str = ""
+    started: float = 0.0
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("done", "failed", "cancelled")
+
+    @property
+    def fraction(self) -> float:
+        if self.state == "done":
+            return 1.0
+        return min(1.0, self.done / self.size) if self.size else 0.0
+
+
+@dataclass(frozen=True)
+class Change:
+    """What the GUI must redraw. kind: append|entry|reload|removed|conversations|online|rooms|
+    files|transfers|connection|me|notify|error|logged_out."""
+
+    kind: str
+    key: ConvKey | None = None
+    entry: Entry | None = None
+
+
+def direct_key(user: str) -> ConvKey:
+    return ("direct", user.lower())
+
+
+def room_key(room: str) -> ConvKey:
+    return ("room", room.lower())
+
+
+class ChatState:
+    def __init__(self, max_text: int = MAX_TEXT, clock=time.time) -> None:
+        self.clock = clock
+        self.max_text = max_text
+        self.me = ""
+        self.my_display = ""
+        self.host = ""
+        self.port = 0
+        self.motd = ""
+        self.conversations: dict[ConvKey, Conversation] = {}
+        self.active: ConvKey | None = None
+        self.window_focused = True
+        self.displays: dict[str, str] = {}  # lower name -> display, everyone we heard of
+        self.names: dict[str, str] = {}  # lower name -> name as the server spells it
+        self.online: set[str] = set()  # lower names
+        self.rooms: dict[str, RoomInfo] = {}  # lower name -> info (rooms I know about)
+        self.room_directory: list[dict] = []  # last list_rooms answer
+        self.files: dict[str, dict] = {}
+        self.transfers: dict[int, Transfer] = {}
+        self.connection = "offline"  # "online" | "reconnecting" | "offline"
+        self.reconnect_at: float | None = None  # time.monotonic() of the next attempt
+        self.reconnect_attempt = 0
+        self.last_reason = ""
+        self._ids = itertools.count(1)
+        self._mention_re: re.Pattern[str] | None = None
+        self.conversation(PUBLIC)
+
+    # ------------------------------------------------------------------ people
+
+    def display_of(self, user: str) -> str:
+        return self.displays.get(user.lower()) or user
+
+    def name_of(self, user: str) -> str:
+        return self.names.get(user.lower(), user)
+
+    def _learn(self, user: str, display: str) -> None:
+        if user:
+            self.names[user.lower()] = user
+            if display:
+                self.displays[user.lower()] = display
+
+    def is_me(self, user: str) -> bool:
+        return bool(self.me) and user.lower() == self.me.lower()
+
+    def set_me(self, user: str, display: str) -> list[Change]:
+        self.me, self.my_display = user, display or user
+        self._learn(user, self.my_display)
+        words = {re.escape(w) for w in (user, self.my_display) if w}
+        self._mention_re = re.compile(
+            r"(?<![\w@])@?(?:" + "|".join(sorted(words)) + r")(?!\w)", re.IGNORECASE)
+        return [Change("me")]
+
+    def online_users(self) -> list[tuple[str, str]]:
+        """(name, display) sorted by display, me first."""
+        people = [(self.name_of(u), self.display_of(u)) for u in self.online]
+        return sorted(people, key=lambda p: (not self.is_me(p[0]), p[1].lower()))
+
+    def set_online(self, users: list[dict]) -> list[Change]:
+        self.online = set()
+        for u in users:
+            self._learn(u["name"], u.get("display", ""))
+            if u.get("online", True):
+                self.online.add(u["name"].lower())
+        return [Change("online"), Change("conversations")]
+
+    def learn_users(self, users: list[dict]) -> list[Change]:
+        for u in users:
+            self._learn(u["name"], u.get("display", ""))
+        return [Change("online"), Change("conversations")]
+
+    # ------------------------------------------------------------------ conversations
+
+    def conversation(self, key: ConvKey) -> Conversation:
+        conv = self.conversations.get(key)
+        if conv is None:
+            conv = Conversation(key, self._title(key))
+            self.conversations[key] = conv
+        return conv
+
+    def _title(self, key: ConvKey) -> str:
+        kind, target = key
+        if kind == "public":
+            return "Public"
+        if kind == "room":
+            info = self.rooms.get(target)
+            return info.name if info else target
+        return self.display_of(target)
+
+    def ordered_keys(self) -> list[ConvKey]:
+        """Public first, then rooms by name, then direct conversations by latest activity."""
+        rooms = sorted((k for k in self.conversations if k[0] == "room"),
+                       key=lambda k: k[1])
+        directs = sorted((k for k in self.conversations if k[0] == "direct"),
+                         key=lambda k: -self.conversations[k].last_activity)
+        return [PUBLIC, *rooms, *directs]
+
+    def total_unread(self) -> int:
+        return sum(c.unread for c in self.conversations.values())
+
+    def open(self, key: ConvKey) -> tuple[list[Change], bool]:
+        """Make key the visible conversation. Returns (changes, history_needed)."""
+        conv = self.conversation(key)
+        self.active = key
+        conv.unread = conv.mentions = 0
+        need = conv.history_state == "none"
+        if need:
+            conv.history_state = "loading"
+        return [Change("conversations"), Change("reload", key)], need
+
+    def set_focused(self, focused: bool) -> list[Change]:
+        self.window_focused = focused
+        if focused and self.active in self.conversations:
+            conv = self.conversations[self.active]
+            if conv.unread:
+                conv.unread = conv.mentions = 0
+                return [Change("conversations")]
+        return []
+
+    def neighbour(self, step: int) -> ConvKey | None:
+        keys = self.ordered_keys()
+        if not keys:
+            return None
+        i = keys.index(self.active) if self.active in keys else 0
+        return keys[(i + step) % len(keys)]
+
+    def clear(self, key: ConvKey) -> list[Change]:
+        conv = self.conversation(key)
+        ids = [e.msg_id for e in conv.entries if e.msg_id is not None]
+        conv.cleared_up_to = max([conv.cleared_up_to, *ids])
+        conv.entries = [e for e in conv.entries if e.status != "sent"]  # keep unsent ones
+        conv.unread = conv.mentions = 0
+        return [Change("reload", key), Change("conversations")]
+
+    def remove(self, key: ConvKey) -> list[Change]:
+        if key == PUBLIC or key not in self.conversations:
+            return []
+        del self.conversations[key]
+        changes = [Change("removed", key), Change("conversations")]
+        if self.active == key:
+            changes += self.open(PUBLIC)[0]
+        return changes
+
+    def _add(self, conv: Conversation, entry: Entry) -> list[Change]:
+        prev = conv.entries[-1] if conv.entries else None
+        entry.continues = _continues(prev, entry)
+        conv.entries.append(entry)
+        conv.last_activity = max(conv.last_activity, entry.ts)
+        changes = [Change("append", conv.key, entry)]
+        if len(conv.entries) > MAX_ENTRIES:
+            del conv.entries[: len(conv.entries) - MAX_ENTRIES]
+        return changes
+
+    def notice(self, key: ConvKey, text: str, ts: float | None = None) -> list[Change]:
+        conv = self.conversation(key)
+        entry = Entry(next(self._ids), "notice", text, ts if ts is not None else self.clock())
+        return self._add(conv, entry)
+
+    # ------------------------------------------------------------------ messages
+
+    def key_of(self, kind: str, target: str, sender: str) -> ConvKey:
+        if kind == "room":
+            return room_key(target)
+        if kind == "direct":
+            return direct_key(target if self.is_me(sender) else sender)
+        return PUBLIC
+
+    def is_mention(self, text: str) -> bool:
+        return bool(self._mention_re and self._mention_re.search(text))
+
+    def on_message(self, msg) -> list[Change]:
+        self._learn(msg.sender, msg.sender_display)
+        key = self.key_of(msg.kind, msg.target, msg.sender)
+        new_conv = key not in self.conversations
+        conv = self.conversation(key)
+        if msg.msg_id <= conv.cleared_up_to or any(
+                e.msg_id == msg.msg_id for e in conv.entries[-200:]):
+            return []
+        own = self.is_me(msg.sender)
+        if own:
+            pending = next((e for e in conv.entries if e.own and e.msg_id is None
+                            and e.text == msg.text and e.status != "sent"), None)
+            if pending is not None:  # the echo of a message we are still waiting on
+                pending.msg_id, pending.ts, pending.status, pending.error = (
+                    msg.msg_id, msg.ts, "sent", "")
+                return [Change("entry", key, pending)]
+        entry = Entry(next(self._ids), "msg", msg.text, msg.ts, msg.sender,
+                      msg.sender_display or msg.sender, msg.msg_id, own=own,
+                      delayed=msg.delayed)
+        entry.mention = not own and msg.kind != "direct" and self.is_mention(msg.text)
+        changes = self._add(conv, entry)
+        if new_conv:
+            changes.append(Change("conversations"))
+        if not own:
+            hidden = key != self.active or not self.window_focused
+            if hidden:
+                conv.unread += 1
+                conv.mentions += entry.mention
+                changes.append(Change("conversations"))
+            if msg.kind == "direct" or entry.mention:
+                changes.append(Change("notify", key, entry))
+        return changes
+
+    def add_pending(self, key: ConvKey, text: str) -> tuple[Entry, list[Change]]:
+        """A message the user just sent, shown at once and marked until the server confirms."""
+        conv = self.conversation(key)
+        entry = Entry(next(self._ids), "msg", text, self.clock(), self.me, self.my_display,
+                      own=True, status="pending")
+        return entry, self._add(conv, entry)
+
+    def send_ok(self, key: ConvKey, entry: Entry, result: dict) -> list[Change]:
+        if entry.status == "sent":
+            return []  # the echo event came first and confirmed it
+        entry.status, entry.error = "sent", ""
+        entry.msg_id = result.get("msg_id", entry.msg_id)
+        entry.ts = result.get("ts", entry.ts)
+        changes = [Change("entry", key, entry)]
+        if result.get("stored"):
+            changes += self.notice(key, f"{self.display_of(key[1])} is offline: "
+                                        "the message will be delivered when they log in.")
+        return changes
+
+    def send_failed(self, key: ConvKey, entry: Entry, reason: str) -> list[Change]:
+        if entry.status == "sent":
+            return []
+        entry.status, entry.error = "failed", reason
+        return [Change("entry", key, entry)]
+
+    def retry(self, key: ConvKey, entry: Entry) -> list[Change]:
+        entry.status, entry.error = "pending", ""
+        return [Change("entry", key, entry)]
+
+    def merge_history(self, key: ConvKey, messages: list[dict]) -> list[Change]:
+        conv = self.conversation(key)
+        conv.history_state = "loaded"
+        known = {e.msg_id for e in conv.entries if e.msg_id is not None}
+        added = []
+        for m in messages:
+            mid = m.get("msg_id")
+            if mid is None or mid in known or mid <= conv.cleared_up_to:
+                continue
+            self._learn(m.get("sender", ""), m.get("sender_display", ""))
+            own = self.is_me(m.get("sender", ""))
+            added.append(Entry(next(self._ids), "msg", m.get("text", ""), m.get("ts", 0.0),
+                               m.get("sender", ""), m.get("sender_display", ""), mid, own=own,
+                               delayed=bool(m.get("delayed"))))
+        if not added:
+            return []
+        conv.entries = sorted(conv.entries + added, key=lambda e: e.ts)[-MAX_ENTRIES:]
+        prev = None
+        for e in conv.entries:
+            e.continues = _continues(prev, e)
+            prev = e
+        conv.last_activity = max(conv.last_activity, conv.entries[-1].ts)
+        return [Change("reload", key), Change("conversations")]
+
+    def history_failed(self, key: ConvKey) -> None:
+        if key in self.conversations:
+            self.conversations[key].history_state = "none"
+
+    def pending_entries(self) -> list[tuple[ConvKey, Entry]]:
+        return [(c.key, e) for c in self.conversations.values() for e in c.entries
+                if e.status == "pending"]
+
+    # ------------------------------------------------------------------ rooms
+
+    def set_room(self, result: dict, joined: bool | None = None) -> list[Change]:
+        """From a join_room or room_members answer."""
+        name = result["room"]
+        info = self.rooms.setdefault(name.lower(), RoomInfo(name))
+        info.name, info.creator, info.closed = name, result.get("creator", ""), False
+        info.members = {}
+        for m in result.get("members", []):
+            self._learn(m["name"], m.get("display", ""))
+            info.members[m["name"].lower()] = m.get("display") or m["name"]
+        if joined is not None:
+            info.joined = joined
+        changes = [Change("rooms", room_key(name))]
+        if info.joined:
+            conv = self.conversation(room_key(name))
+            conv.title = name
+            changes.append(Change("conversations"))
+        return changes
+
+    def i_created(self, room: str) -> bool:
+        info = self.rooms.get(room.lower())
+        return bool(info and info.joined and self.is_me(info.creator))
+
+    def left_room(self, room: str) -> list[Change]:
+        info = self.rooms.get(room.lower())
+        if info:
+            info.joined = False
+        return [Change("rooms", room_key(room)), *self.remove(room_key(room))]
+
+    def on_room_event(self, ev) -> list[Change]:
+        self._learn(ev.user, ev.display)
+        key = room_key(ev.room)
+        info = self.rooms.setdefault(ev.room.lower(), RoomInfo(ev.room))
+        who = "You" if self.is_me(ev.user) else (ev.display or ev.user)
+        changes = [Change("rooms", key)]
+        if ev.event == "joined":
+            info.members[ev.user.lower()] = ev.display or ev.user
+            if self.is_me(ev.user):
+                info.joined, info.closed = True, False
+                changes.append(Change("conversations"))
+            changes += self.notice(key, f"{who} joined {info.name}")
+        elif ev.event == "left":
+            info.members.pop(ev.user.lower(), None)
+            if self.is_me(ev.user):
+                return changes + self.left_room(ev.room)
+            changes += self.notice(key, f"{who} left {info.name}")
+        elif ev.event == "closed":
+            info.members.clear()
+            info.joined, info.closed = False, True
+            changes += self.notice(key, f"{who} closed the room {info.name}. "
+                                        "Messages can no longer be sent here.")
+        return changes
+
+    def can_send(self, key: ConvKey) -> bool:
+        if key[0] != "room":
+            return True
+        info = self.rooms.get(key[1])
+        return bool(info and info.joined)
+
+    # ------------------------------------------------------------------ files
+
+    def set_files(self, files: list[dict]) -> list[Change]:
+        self.files = {f["name"]: f for f in files}
+        return [Change("files")]
+
+    def on_file_added(self, ev) -> list[Change]:
+        self.files[ev.file["name"]] = ev.file
+        changes = [Change("files")]
+        if ev.by:
+            who = "You" if self.is_me(ev.by) else self.display_of(ev.by)
+            changes += self.notice(PUBLIC, f"{who} shared {ev.file['name']} "
+                                           f"({human_size(ev.file.get('size', 0))})")
+        return changes
+
+    # ------------------------------------------------------------------ transfers
+
+    def new_transfer(self, direction: str, name: str, size: int = 0) -> Transfer:
+        t = Transfer(next(self._ids), direction, name, size, started=time.monotonic())
+        self.transfers[t.tid] = t
+        return t
+
+    def on_download_progress(self, tid: int, p) -> list[Change]:
+        t = self.transfers.get(tid)
+        if t is None or (t.finished and p.state not in ("done", "failed", "cancelled")):
+            return []
+        t.done, t.size, t.rate_bps, t.eta_s = p.received, p.size or t.size, p.rate_bps, p.eta_s
+        t.state, t.message = p.state, p.message or ""
+        t.path, t.transport = str(p.path or ""), p.transport or ""
+        return [Change("transfers")]
+
+    def on_upload_progress(self, tid: int, sent: int, total: int) -> list[Change]:
+        t = self.transfers.get(tid)
+        if t is None or t.finished:
+            return []
+        elapsed = max(time.monotonic() - t.started, 1e-3)
+        t.done, t.size, t.state = sent, total, "running"
+        t.rate_bps = sent / elapsed
+        t.eta_s = (total - sent) / t.rate_bps if t.rate_bps else None
+        return [Change("transfers")]
+
+    def finish_transfer(self, tid: int, state: str, message: str = "") -> list[Change]:
+        t = self.transfers.get(tid)
+        if t is None:
+            return []
+        t.state, t.message = state, message
+        if state == "done":
+            t.done = t.size
+        return [Change("transfers")]
+
+    def clear_finished_transfers(self) -> list[Change]:
+        self.transfers = {k: t for k, t in self.transfers.items() if not t.finished}
+        return [Change("transfers")]
+
+    # ------------------------------------------------------------------ session events
+
+    def apply(self, event) -> list[Change]:
+        """Fold one session event (protocol message or parley_client.events object) in."""
+        handler = getattr(self, "_ev_" + type(event).__name__, None)
+        return handler(event) if handler else []
+
+    def _ev_ChatMessage(self, ev) -> list[Change]:
+        return self.on_message(ev)
+
+    def _ev_Presence(self, ev) -> list[Change]:
+        self._learn(ev.user, ev.display)
+        was = ev.user.lower() in self.online
+        if ev.online:
+            self.online.add(ev.user.lower())
+        else:
+            self.online.discard(ev.user.lower())
+        changes = [Change("online"), Change("conversations")]
+        if was != ev.online and not self.is_me(ev.user):
+            verb = "is online" if ev.online else "went offline"
+            changes += self.notice(PUBLIC, f"{ev.display or ev.user} {verb}")
+        return changes
+
+    def _ev_Renamed(self, ev) -> list[Change]:
+        self._learn(ev.user, ev.display)
+        changes = [Change("online"), Change("conversations")]
+        if self.is_me(ev.user):
+            self.my_display = ev.display
+            changes += self.set_me(self.me, ev.display)
+        dkey = direct_key(ev.user)
+        if dkey in self.conversations:
+            self.conversations[dkey].title = ev.display
+        who = "You are" if self.is_me(ev.user) else f"{ev.old_display} is"
+        return changes + self.notice(PUBLIC, f"{who} now known as {ev.display}")
+
+    def _ev_RoomEvent(self, ev) -> list[Change]:
+        return self.on_room_event(ev)
+
+    def _ev_FileAdded(self, ev) -> list[Change]:
+        return self.on_file_added(ev)
+
+    def _ev_FileRemoved(self, ev) -> list[Change]:
+        self.files.pop(ev.name, None)
+        return [Change("files")]
+
+    def _ev_Bye(self, ev) -> list[Change]:
+        self.last_reason = ev.reason or ev.code
+        return self.notice(self.active or PUBLIC, f"Server: {self.last_reason}")
+
+    def _ev_Error(self, ev) -> list[Change]:
+        self.last_reason = ev.message
+        return [Change("error")]
+
+    def _ev_Connected(self, ev) -> list[Change]:
+        self.host, self.port = ev.host, ev.port
+        info = getattr(ev, "server_info", None) or {}
+        self.max_text = int(info.get("max_text", self.max_text))
+        self.motd = info.get("motd", "") or ""
+        return [Change("connection")]
+
+    def _ev_LoggedIn(self, ev) -> list[Change]:
+        self.connection = "online"
+        return [*self.set_me(ev.user, ev.display), Change("connection")]
+
+    def _ev_Disconnected(self, ev) -> list[Change]:
+        self.connection = "reconnecting" if ev.will_reconnect else "offline"
+        self.last_reason = ev.reason or ev.code or ""
+        self.online = set()
+        changes = [Change("connection"), Change("online"), Change("conversations")]
+        if not ev.will_reconnect:
+            for key, entry in self.pending_entries():
+                changes += self.send_failed(key, entry, "not sent: disconnected")
+        return changes
+
+    def _ev_Reconnecting(self, ev) -> list[Change]:
+        self.connection = "reconnecting"
+        self.reconnect_attempt = ev.attempt
+        self.reconnect_at = time.monotonic() + float(ev.delay)
+        return [Change("connection")]
+
+    def _ev_LoggedOut(self, ev) -> list[Change]:
+        self.last_reason = ev.reason
+        return [Change("logged_out")]
+
+    def _ev_Reconnected(self, ev) -> list[Change]:
+        self.connection = "online"
+        self.reconnect_at = None
+        self.reconnect_attempt = 0
+        return [Change("connection")]
+
+
+def _continues(prev: Entry | None, entry: Entry) -> bool:
+    return (prev is not None and prev.kind == "msg" and entry.kind == "msg"
+            and prev.sender.lower() == entry.sender.lower()
+            and 0 <= entry.ts - prev.ts < GROUP_WINDOW_S)
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":  # SI units, as file managers show them
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def human_duration(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "—"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"

@@ -1,0 +1,673 @@
+"""ClientSession: one chat connection to a Parley server, thread-safe, without any UI.
+
+Threads, per connection ("link"):
+  * a reader that feeds protocol.Connection, settles request futures and answers pings;
+  * a writer that owns socket.sendall. Callers (a Tk event handler, the reader answering a ping)
+    only encode under the session lock and enqueue, so nobody but the writer ever blocks on a
+    full socket buffer, and the wire order is the order in which requests were made.
+Per session:
+  * a dispatcher that calls on_event, one event at a time and in order, so a slow or blocking
+    callback (one that waits on a future, say) never stalls the reader;
+  * while reconnecting, a reconnect thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import random
+import socket
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError
+from pathlib import Path
+from typing import Any
+
+from protocol import PROTOCOL_VERSION, BadMessage, Connection, ConnectionClosed, Role
+from protocol import messages as m
+from protocol.errors import LocalProtocolError, RemoteProtocolError
+
+from .events import (
+    Connected,
+    Disconnected,
+    LoggedIn,
+    LoggedOut,
+    Notice,
+    Reconnected,
+    Reconnecting,
+    SessionError,
+)
+
+__all__ = ["ClientSession", "SessionError"]
+
+log = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT = 10.0  # bound on the replies the session itself waits for (login on reconnect)
+RECONNECT_FIRST_DELAY = 0.5
+RECONNECT_MAX_DELAY = 10.0
+JOIN_TIMEOUT = 2.0
+# Bye codes after which coming back would only repeat the same refusal; logged_in_elsewhere
+# too, or two clients of one user would keep knocking each other off.
+NO_RECONNECT_CODES = frozenset({"kicked", "version_mismatch", "logged_in_elsewhere"})
+# Resume answers that no retry can change: the token (or the account) is no longer valid.
+FINAL_RESUME_ERRORS = frozenset({"bad_token", "no_such_user", "invalid_username"})
+
+_FRIENDLY_LOCAL = {
+    "not_authenticated": "log in first",
+    "handshake_required": "the connection is not ready yet",
+    "closed": "the connection is closed",
+}
+
+
+def settle(fut: Future, result: Any = None, exc: BaseException | None = None) -> None:
+    """Resolve a future that someone may have cancelled meanwhile (then there is no one to tell)."""
+    if fut.done():
+        return
+    try:
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+    except InvalidStateError:
+        log.debug("future was cancelled while being settled")
+
+
+def failed(code: str, message: str) -> Future:
+    fut: Future = Future()
+    fut.set_exception(SessionError(code, message))
+    return fut
+
+
+class _Link:
+    """One TCP connection and its protocol state; replaced wholesale on reconnect."""
+
+    def __init__(self, sock: socket.socket, host: str, port: int) -> None:
+        self.sock = sock
+        self.host = host
+        self.port = port
+        self.conn = Connection(Role.CLIENT)
+        self.outq: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self.pending: dict[int, tuple[Future, m.Request]] = {}
+        self.established = False  # hello answered ok
+        self.live = False  # announced to the user (Connected, or Reconnected after re-login)
+        self.lost = False
+        self.bye: m.Bye | None = None
+        self.reader: threading.Thread | None = None
+        self.writer: threading.Thread | None = None
+
+    def shutdown(self) -> None:
+        self.outq.put(None)
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already reset by the peer; close() below is what matters
+        self.sock.close()
+
+
+class ClientSession:
+    def __init__(self, on_event: Callable[[object], None], *, software: str = "parley",
+                 auto_reconnect: bool = False) -> None:
+        self._on_event = on_event
+        self._software = software
+        self._auto_reconnect = auto_reconnect
+        self._lock = threading.RLock()
+        self._ids = itertools.count(1)
+        self._link: _Link | None = None
+        self._host: str | None = None
+        self._port: int | None = None
+        self._server_info: dict | None = None
+        self._user: str | None = None
+        self._display: str | None = None
+        # (username, resume_token) for the automatic re-login; the password is never kept.
+        self._credentials: tuple[str, str] | None = None
+        self._logged_out = False  # the user logged out: a lost connection is not worth restoring
+        self._closing = threading.Event()  # replaced by each connect(); set by close()
+        self._reconnecting = False
+        self._connecting = False  # a connect() call is under way
+        self._reconnect_thread: threading.Thread | None = None
+        self._outbox: list[tuple[dict, Future]] = []
+        self._uploads: dict[str, Any] = {}
+        self._events: queue.SimpleQueue[object] | None = None  # the dispatcher's queue
+        self._dispatcher: threading.Thread | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def connected(self) -> bool:
+        link = self._link
+        return link is not None and link.live and not link.lost
+
+    @property
+    def reconnecting(self) -> bool:
+        return self._reconnecting
+
+    @property
+    def user(self) -> str | None:
+        return self._user
+
+    @property
+    def display(self) -> str | None:
+        return self._display
+
+    @property
+    def host(self) -> str | None:
+        return self._host
+
+    @property
+    def port(self) -> int | None:
+        return self._port
+
+    @property
+    def server_info(self) -> dict | None:
+        """The hello result of the current (or last) connection."""
+        return self._server_info
+
+    # ------------------------------------------------------------------ connecting
+
+    def connect(self, host: str, port: int, timeout: float = 5.0) -> dict:
+        """TCP connect and hello; returns the hello result. Blocks up to ~2 x timeout."""
+        with self._lock:
+            if self._link is not None or self._reconnecting or self._connecting:
+                raise SessionError("already_connected", "already connected; disconnect first")
+            self._connecting = True
+            self._closing = threading.Event()
+            self._closed = False
+            self._logged_out = False
+            self._credentials = None
+            self._user = self._display = None
+        try:
+            _link, info = self._establish(host, port, timeout, initial=True)
+        finally:
+            with self._lock:
+                self._connecting = False
+        return info
+
+    def _establish(self, host: str, port: int, timeout: float, *, initial: bool,
+                   closing: threading.Event | None = None) -> tuple[_Link, dict]:
+        # A reconnect thread passes the closing event of its own epoch: after close() and a
+        # new connect(), a late attempt of the old epoch must not install its link.
+        closing = closing or self._closing
+        try:
+            sock = socket.create_connection((host, port), timeout=timeout)
+        except OSError as exc:
+            raise SessionError("unreachable", f"cannot reach {host}:{port}: "
+                               f"{exc.strerror or exc}") from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(None)
+        link = _Link(sock, host, port)
+        with self._lock:
+            if closing.is_set() or (self._link is not None and not self._link.lost):
+                sock.close()
+                raise SessionError("closed", "the session was closed")
+            self._link = link
+            link.reader = threading.Thread(target=self._read_loop, args=(link,),
+                                           name="parley-reader", daemon=True)
+            link.writer = threading.Thread(target=self._write_loop, args=(link,),
+                                           name="parley-writer", daemon=True)
+            link.reader.start()
+            link.writer.start()
+            hello: Future = Future()
+            self._submit(link, m.Hello, {"version": PROTOCOL_VERSION,
+                                         "software": self._software}, hello)
+        try:
+            info = hello.result(timeout)
+        except TimeoutError:
+            self._lose(link, "the server did not answer the handshake", None, reconnect=False)
+            raise SessionError("timeout", f"{host}:{port} did not answer the handshake "
+                               f"within {timeout:g} s") from None
+        except SessionError as exc:
+            self._lose(link, exc.message, exc.code, reconnect=False)
+            if exc.code == "version_mismatch":
+                raise
+            if exc.code == "disconnected":
+                raise SessionError("unreachable", f"{host}:{port} closed the connection during "
+                                   "the handshake (is it a Parley server?)") from None
+            raise
+        # The server says how often it pings; silence for three of those periods means the
+        # link is dead even if TCP has not noticed (a half-open connection).
+        keepalive = info.get("keepalive") if isinstance(info, dict) else None
+        if isinstance(keepalive, int | float) and keepalive > 0:
+            try:
+                sock.settimeout(3 * keepalive)
+            except OSError:
+                log.debug("socket closed before the keepalive timeout could be set")
+        with self._lock:
+            self._host, self._port, self._server_info = host, port, info
+            if initial and not link.lost:
+                link.live = True
+                self._emit(Connected(host, port, info))
+        return link, info
+
+    # ------------------------------------------------------------------ requests
+
+    def request(self, msg_type: type[m.Request], **fields: Any) -> Future:
+        """Send one request; the future resolves to the ok result or raises SessionError."""
+        fut: Future = Future()
+        with self._lock:
+            link = self._link
+            if link is None or not link.live or link.lost:
+                if msg_type is m.Send and self._reconnecting and not self._closing.is_set():
+                    self._outbox.append((fields, fut))
+                    return fut
+                what = "reconnecting" if self._reconnecting else "not connected to a server"
+                fut.set_exception(SessionError("not_connected", what))
+                return fut
+            self._submit(link, msg_type, fields, fut)
+        return fut
+
+    def _submit(self, link: _Link, msg_type: type[m.Request], fields: dict, fut: Future) -> None:
+        """Encode and enqueue under the lock, so the wire order is the order of calls."""
+        with self._lock:
+            msg = msg_type(id=next(self._ids), **fields)
+            if link.lost:
+                settle(fut, exc=SessionError("disconnected", "the connection was lost"))
+                return
+            try:
+                data = link.conn.send(msg)
+            except LocalProtocolError as exc:
+                text = _FRIENDLY_LOCAL.get(exc.code, str(exc))
+                settle(fut, exc=SessionError(exc.code, text))
+                return
+            link.pending[msg.id] = (fut, msg)
+            link.outq.put(data)
+
+    def _send_untracked(self, link: _Link, msg: m.Message) -> None:
+        with self._lock:
+            if link.lost:
+                return
+            try:
+                data = link.conn.send(msg)
+            except LocalProtocolError as exc:
+                log.warning("could not send %s: %s", msg.TYPE, exc)
+                return
+            link.outq.put(data)
+
+    def register(self, username: str, password: str) -> Future:
+        return self.request(m.Register, username=username, password=password)
+
+    def login(self, username: str, password: str) -> Future:
+        return self.request(m.Login, username=username, password=password)
+
+    def resume(self, username: str, token: str) -> Future:
+        """Log in with a resume_token from an earlier login (see resume_token)."""
+        return self.request(m.Resume, username=username, token=token)
+
+    @property
+    def resume_token(self) -> str | None:
+        """The token of the current login, for resume() from a later session."""
+        creds = self._credentials
+        return creds[1] if creds else None
+
+    def logout(self) -> Future:
+        return self.request(m.Logout)
+
+    def send(self, kind: str, target: str, text: str) -> Future:
+        return self.request(m.Send, kind=kind, target=target, text=text)
+
+    def list_users(self) -> Future:
+        return self.request(m.ListUsers)
+
+    def list_online(self) -> Future:
+        return self.request(m.ListOnline)
+
+    def list_rooms(self) -> Future:
+        return self.request(m.ListRooms)
+
+    def room_members(self, room: str) -> Future:
+        return self.request(m.RoomMembers, room=room)
+
+    def join_room(self, room: str) -> Future:
+        return self.request(m.JoinRoom, room=room)
+
+    def leave_room(self, room: str) -> Future:
+        return self.request(m.LeaveRoom, room=room)
+
+    def close_room(self, room: str) -> Future:
+        return self.request(m.CloseRoom, room=room)
+
+    def open_session(self, user: str) -> Future:
+        return self.request(m.OpenSession, user=user)
+
+    def close_session(self) -> Future:
+        return self.request(m.CloseSession)
+
+    def rename(self, display: str) -> Future:
+        return self.request(m.Rename, display=display)
+
+    def history(self, kind: str, target: str, limit: int = 50, before: int | None = None
+                ) -> Future:
+        return self.request(m.History, kind=kind, target=target, limit=limit, before=before)
+
+    def list_files(self) -> Future:
+        return self.request(m.ListFiles)
+
+    def request_download(self, name: str, offset: int = 0, block_size: int | None = None
+                         ) -> Future:
+        return self.request(m.Download, name=name, offset=offset, block_size=block_size)
+
+    # ------------------------------------------------------------------ files
+
+    def download(self, name: str, dest_dir: Path, on_progress: Callable[[Any], None],
+                 timeout: float = REQUEST_TIMEOUT):
+        """Ask for an offer (resuming a partial file) and start the UDP download thread.
+
+        Blocks until the offer arrives (call it from a worker thread in a GUI).
+        """
+        try:
+            from .download import Download, resume_offset, suggested_block_size
+        except ImportError as exc:
+            raise SessionError("unavailable", f"downloads are not available: {exc}") from None
+        if not name or Path(name).name != name or name in (".", ".."):
+            raise SessionError("bad_path", f"{name!r} is not a plain file name")
+        host = self._host
+        if host is None or not self.connected:
+            raise SessionError("not_connected", "not connected to a server")
+        dest = Path(dest_dir) / name
+        offset = resume_offset(dest)
+        try:
+            offer = self.request_download(name, offset, suggested_block_size(host)
+                                          ).result(timeout)
+        except TimeoutError:
+            raise SessionError("timeout", "the server did not answer the download request") \
+                from None
+        thread = Download(offer, host, dest, on_progress=on_progress)
+        thread.start()
+        return thread
+
+    def upload(self, path: Path, on_progress: Callable[[int, int], None] | None = None
+               ) -> Future:
+        """Upload a file over the chat connection; the future resolves to its library entry.
+
+        future.cancel() or cancel_upload(upload_id) stops it (the server is told to discard it).
+        The future gets an ``upload_id`` attribute once the server has accepted the upload.
+        """
+        from .upload import start_upload
+
+        return start_upload(self, Path(path), on_progress)
+
+    def cancel_upload(self, upload_id: str) -> bool:
+        with self._lock:
+            upload = self._uploads.get(upload_id)
+        if upload is None:
+            return False
+        upload.cancel()
+        return True
+
+    def _track_upload(self, upload_id: str, upload: Any | None) -> None:
+        with self._lock:
+            if upload is None:
+                self._uploads.pop(upload_id, None)
+            else:
+                self._uploads[upload_id] = upload
+
+    # ------------------------------------------------------------------ IO threads
+
+    def _write_loop(self, link: _Link) -> None:
+        while True:
+            data = link.outq.get()
+            if data is None:
+                return
+            try:
+                link.sock.sendall(data)
+            except OSError as exc:
+                self._lose(link, f"connection lost while sending: {exc.strerror or exc}", None)
+                return
+
+    def _read_loop(self, link: _Link) -> None:
+        reason, code = "the server closed the connection", None
+        try:
+            while not link.lost:
+                try:
+                    data = link.sock.recv(65536)
+                except TimeoutError:
+                    reason = "the server stopped answering"
+                    break
+                except OSError as exc:
+                    if not link.lost:
+                        reason = f"connection lost: {exc.strerror or exc}"
+                    break
+                with self._lock:
+                    link.conn.receive_data(data)
+                    events = link.conn.events()
+                for event in events:
+                    self._handle(link, event)
+                if not data:
+                    break
+        except RemoteProtocolError as exc:
+            reason, code = f"the server sent something unreadable: {exc}", "protocol_error"
+        if link.bye is not None:
+            reason, code = link.bye.reason or reason, link.bye.code
+        self._lose(link, reason, code)
+
+    def _handle(self, link: _Link, event: object) -> None:
+        if isinstance(event, m.Ok | m.Error) and event.id is not None:
+            with self._lock:
+                entry = link.pending.pop(event.id, None)
+            if entry is None:
+                log.warning("reply to unknown request id %s", event.id)
+                return
+            fut, request = entry
+            if isinstance(event, m.Ok):
+                self._apply_ok(link, request, event.result)
+                settle(fut, event.result)
+            else:
+                settle(fut, exc=SessionError(event.code, event.message))
+        elif isinstance(event, m.Ping):
+            self._send_untracked(link, m.Pong(nonce=event.nonce))
+        elif isinstance(event, m.Bye):
+            link.bye = event
+            self._emit(event)
+        elif isinstance(event, m.Renamed):
+            if event.user == self._user:
+                self._display = event.display
+            self._emit(event)
+        elif isinstance(event, ConnectionClosed):
+            return
+        elif isinstance(event, BadMessage):
+            # A newer server may send something we cannot parse; skip it, fail its request.
+            entry = None
+            if event.request_id is not None:
+                with self._lock:
+                    entry = link.pending.pop(event.request_id, None)
+            if entry is not None:
+                settle(entry[0], exc=SessionError(event.code, event.message))
+            else:
+                log.warning("skipped a message from the server: %s", event.message)
+                self._emit(Notice(f"skipped a message from the server: {event.message}"))
+        else:
+            self._emit(event)
+
+    def _apply_ok(self, link: _Link, request: m.Request, result: dict) -> None:
+        """Update session state before the caller sees the result (so .user is already set)."""
+        if isinstance(request, m.Hello):
+            link.established = True
+        elif isinstance(request, m.Login | m.Register | m.Resume):
+            with self._lock:
+                self._user = result.get("user", request.username)
+                self._display = result.get("display", self._user)
+                token = result.get("resume_token")
+                self._credentials = (self._user, token) if isinstance(token, str) else None
+                self._logged_out = False
+                announce = link.live  # a re-login during reconnect is announced as Reconnected
+            if announce:
+                self._emit(LoggedIn(self._user, self._display, bool(result.get("new", False))))
+        elif isinstance(request, m.Logout):
+            with self._lock:
+                self._user = self._display = None
+                self._credentials = None
+                self._logged_out = True
+            self._emit(LoggedOut("logged out"))
+        elif isinstance(request, m.Rename):
+            self._display = result.get("display", request.display)
+
+    # ------------------------------------------------------------------ losing and regaining
+
+    def _lose(self, link: _Link, reason: str, code: str | None, *, reconnect: bool = True
+              ) -> None:
+        with self._lock:
+            if link.lost:
+                return
+            link.lost = True
+            link.conn.close()
+            if self._link is link:
+                self._link = None
+            pending, link.pending = link.pending, {}
+            announce = link.live
+            will_reconnect = (reconnect and announce and self._auto_reconnect
+                              and not self._closing.is_set() and not self._logged_out
+                              and code not in NO_RECONNECT_CODES)
+            if will_reconnect:
+                self._reconnecting = True
+            elif announce:  # over for good: nobody is logged in anymore
+                self._user = self._display = None
+                self._credentials = None
+        link.shutdown()
+        for fut, _request in pending.values():
+            settle(fut, exc=SessionError("disconnected", f"disconnected: {reason}"))
+        with self._lock:  # so close() sees either no reconnect thread or a started one
+            if announce:
+                self._emit(Disconnected(reason, code, will_reconnect))
+            if will_reconnect and not self._closing.is_set():
+                thread = threading.Thread(target=self._reconnect_loop,
+                                          args=(link.host, link.port, self._closing),
+                                          name="parley-reconnect", daemon=True)
+                self._reconnect_thread = thread
+                thread.start()
+
+    def _reconnect_loop(self, host: str, port: int, closing: threading.Event) -> None:
+        delay = RECONNECT_FIRST_DELAY
+        attempt = 0
+        while not closing.is_set():
+            attempt += 1
+            wait = min(RECONNECT_MAX_DELAY, delay * random.uniform(0.8, 1.2))
+            self._emit(Reconnecting(attempt, round(wait, 3)))
+            if closing.wait(wait):
+                break
+            delay = min(delay * 2, RECONNECT_MAX_DELAY)
+            try:
+                link, _info = self._establish(host, port, 5.0, initial=False, closing=closing)
+            except SessionError as exc:
+                if exc.code == "version_mismatch":
+                    self._give_up(exc.message, exc.code)
+                    return
+                log.info("reconnect attempt %d failed: %s", attempt, exc.message)
+                continue
+            refused: SessionError | None = None
+            creds = self._credentials
+            if creds is not None:
+                login: Future = Future()
+                self._submit(link, m.Resume, {"username": creds[0], "token": creds[1]}, login)
+                try:
+                    login.result(REQUEST_TIMEOUT)
+                except TimeoutError:
+                    self._lose(link, "re-login timed out", None, reconnect=False)
+                    continue
+                except SessionError as exc:
+                    if exc.code not in FINAL_RESUME_ERRORS:
+                        # e.g. already_logged_in: the server has not noticed the old link yet.
+                        self._lose(link, exc.message, exc.code, reconnect=False)
+                        continue
+                    refused = exc
+            if self._finish_reconnect(link, refused, closing):
+                return
+        self._fail_outbox()
+
+    def _finish_reconnect(self, link: _Link, refused: SessionError | None,
+                          closing: threading.Event) -> bool:
+        with self._lock:
+            if link.lost or self._link is not link or closing.is_set():
+                return False
+            link.live = True
+            self._reconnecting = False
+            # Events are queued under the lock so Reconnected precedes the echoes of the
+            # outbox messages flushed just below.
+            if refused is not None:
+                self._user = self._display = None
+                self._credentials = None
+                self._emit(LoggedOut(f"logging in again was refused: {refused.message}"))
+            self._emit(Reconnected(self._user))
+            outbox, self._outbox = self._outbox, []
+            if refused is None:
+                for fields, fut in outbox:
+                    self._submit(link, m.Send, fields, fut)
+                outbox = []
+        for _fields, fut in outbox:
+            settle(fut, exc=SessionError("not_sent", "not sent: you are no longer logged in"))
+        return True
+
+    def _give_up(self, reason: str, code: str | None) -> None:
+        with self._lock:
+            self._reconnecting = False
+            self._user = self._display = None
+            self._credentials = None
+        self._fail_outbox()
+        self._emit(Disconnected(reason, code, False))
+
+    def _fail_outbox(self) -> None:
+        with self._lock:
+            outbox, self._outbox = self._outbox, []
+        for _fields, fut in outbox:
+            settle(fut, exc=SessionError("not_sent", "not sent: the connection was not restored"))
+
+    # ------------------------------------------------------------------ closing
+
+    def close(self) -> None:
+        """Close the connection (sending nothing), stop reconnecting, and join the threads."""
+        with self._lock:
+            self._closing.set()
+            link = self._link
+            self._reconnecting = False
+            reconnect_thread, self._reconnect_thread = self._reconnect_thread, None
+        self._fail_outbox()
+        me = threading.current_thread()
+        if link is not None:
+            # Let the writer flush what callers already queued, then cut the link.
+            link.outq.put(None)
+            if link.writer is not None and link.writer is not me:
+                link.writer.join(JOIN_TIMEOUT)
+            self._lose(link, "closed", None, reconnect=False)
+            if link.reader is not None and link.reader is not me:
+                link.reader.join(JOIN_TIMEOUT)
+        if reconnect_thread is not None and reconnect_thread is not me:
+            reconnect_thread.join(JOIN_TIMEOUT)
+        with self._lock:
+            self._user = self._display = None
+            self._credentials = None
+            self._closed = True
+            dispatcher, self._dispatcher = self._dispatcher, None
+            events, self._events = self._events, None
+        if dispatcher is not None and events is not None:
+            events.put(_STOP)
+            if dispatcher is not me:
+                dispatcher.join(JOIN_TIMEOUT)
+
+    # ------------------------------------------------------------------ event delivery
+
+    def _emit(self, event: object) -> None:
+        with self._lock:
+            if self._dispatcher is None:
+                if self._closed:
+                    log.debug("event after close dropped: %r", event)
+                    return
+                self._events = queue.SimpleQueue()
+                self._dispatcher = threading.Thread(target=self._dispatch_loop,
+                                                    args=(self._events,),
+                                                    name="parley-events", daemon=True)
+                self._dispatcher.start()
+            assert self._events is not None
+            self._events.put(event)
+
+    def _dispatch_loop(self, events: queue.SimpleQueue) -> None:
+        while True:
+            event = events.get()
+            if event is _STOP:
+                return
+            try:
+                self._on_event(event)
+            except Exception:
+                log.exception("on_event callback failed for %r", event)
+
+
+_STOP = object()

@@ -1,0 +1,227 @@
+"""ChatState: the client's chat model, driven with real protocol and session event objects."""
+
+from __future__ import annotations
+
+import json
+
+from parley_client.chat_state import (
+    PUBLIC,
+    ChatState,
+    direct_key,
+    human_duration,
+    human_size,
+    room_key,
+)
+from parley_client.events import Disconnected, LoggedIn, Reconnected, Reconnecting
+from parley_client.settings import Settings, parse_server
+from protocol.messages import ChatMessage, FileAdded, FileRemoved, Presence, Renamed, RoomEvent
+
+
+def msg(mid, sender, text, kind="public", target="", ts=1000.0, display=None):
+    return ChatMessage(mid, ts, sender, display or sender.title(), kind, target, text)
+
+
+def logged_in(user="alice", display="Alice"):
+    st = ChatState()
+    st.apply(LoggedIn(user, display, False))
+    st.open(PUBLIC)
+    return st
+
+
+def kinds(changes):
+    return [c.kind for c in changes]
+
+
+def test_public_message_appends_and_groups_by_sender_within_window():
+    st = logged_in()
+    st.apply(msg(1, "bob", "hi", ts=1000))
+    st.apply(msg(2, "bob", "there", ts=1060))
+    st.apply(msg(3, "carol", "yo", ts=1070))
+    st.apply(msg(4, "carol", "later", ts=1070 + 301))
+    entries = st.conversations[PUBLIC].entries
+    assert [e.text for e in entries] == ["hi", "there", "yo", "later"]
+    assert [e.continues for e in entries] == [False, True, False, False]
+
+
+def test_unread_counts_only_hidden_conversations_and_unfocused_window():
+    st = logged_in()
+    st.apply(msg(1, "bob", "in public"))  # active + focused: read
+    assert st.conversations[PUBLIC].unread == 0
+    st.apply(msg(2, "bob", "psst", kind="direct", target="alice"))
+    dm = st.conversations[direct_key("bob")]
+    assert dm.unread == 1 and st.total_unread() == 1
+    st.set_focused(False)
+    st.apply(msg(3, "bob", "public again"))
+    assert st.conversations[PUBLIC].unread == 1
+    st.set_focused(True)  # looking at Public again clears it
+    assert st.conversations[PUBLIC].unread == 0
+    st.open(direct_key("bob"))
+    assert st.total_unread() == 0
+
+
+def test_direct_message_and_mention_notify_but_own_messages_do_not():
+    st = logged_in()
+    ch = st.apply(msg(1, "bob", "hey", kind="direct", target="alice"))
+    assert "notify" in kinds(ch)
+    ch = st.apply(msg(2, "bob", "ping @alice look"))
+    assert "notify" in kinds(ch) and st.conversations[PUBLIC].entries[-1].mention
+    ch = st.apply(msg(3, "bob", "Alice: lunch?"))  # display name, any case
+    assert "notify" in kinds(ch)
+    ch = st.apply(msg(4, "bob", "malice aforethought"))  # not a word match
+    assert "notify" not in kinds(ch)
+    ch = st.apply(msg(5, "alice", "@alice talking to myself"))
+    assert "notify" not in kinds(ch)
+
+
+def test_own_direct_echo_goes_to_the_recipients_conversation():
+    st = logged_in()
+    st.apply(msg(1, "alice", "to bob", kind="direct", target="Bob"))
+    assert direct_key("bob") in st.conversations
+    assert st.conversations[direct_key("bob")].entries[0].own
+
+
+def test_pending_send_is_confirmed_once_by_echo_or_ok_in_either_order():
+    st = logged_in()
+    e1, _ = st.add_pending(PUBLIC, "first")
+    assert e1.status == "pending"
+    st.apply(msg(10, "alice", "first"))  # echo first
+    assert e1.status == "sent" and e1.msg_id == 10
+    assert st.send_ok(PUBLIC, e1, {"msg_id": 10, "ts": 5.0}) == []
+    e2, _ = st.add_pending(PUBLIC, "second")
+    st.send_ok(PUBLIC, e2, {"msg_id": 11, "ts": 6.0})  # ok first
+    st.apply(msg(11, "alice", "second"))  # echo deduplicated by msg_id
+    texts = [e.text for e in st.conversations[PUBLIC].entries]
+    assert texts == ["first", "second"]
+
+
+def test_disconnect_without_reconnect_marks_pending_as_not_sent():
+    st = logged_in()
+    e, _ = st.add_pending(PUBLIC, "lost?")
+    st.apply(Disconnected("server gone", None, will_reconnect=True))
+    assert e.status == "pending" and st.connection == "reconnecting"
+    st.apply(Reconnecting(2, 4.0))
+    assert st.reconnect_attempt == 2 and st.reconnect_at is not None
+    st.apply(Reconnected("alice"))
+    assert st.connection == "online"
+    st.apply(Disconnected("gave up", None, will_reconnect=False))
+    assert e.status == "failed" and "not sent" in e.error
+
+
+def test_history_merges_without_duplicates_and_respects_clear():
+    st = logged_in()
+    st.apply(msg(5, "bob", "live"))
+    hist = [{"msg_id": i, "ts": 900.0 + i, "sender": "bob", "sender_display": "Bob",
+             "kind": "public", "target": "", "text": f"old {i}"} for i in (3, 4, 5)]
+    st.merge_history(PUBLIC, hist)
+    texts = [e.text for e in st.conversations[PUBLIC].entries]
+    assert texts == ["old 3", "old 4", "live"]
+    st.clear(PUBLIC)
+    assert st.conversations[PUBLIC].entries == []
+    assert st.merge_history(PUBLIC, hist) == []  # cleared locally: stays cleared
+    st.apply(msg(6, "bob", "new"))
+    assert [e.text for e in st.conversations[PUBLIC].entries] == ["new"]
+
+
+def test_presence_and_rename_update_online_list_and_titles():
+    st = logged_in()
+    st.set_online([{"name": "alice", "display": "Alice"}, {"name": "bob", "display": "Bob"}])
+    st.apply(Presence("carol", "Carol", True))
+    assert [d for _, d in st.online_users()] == ["Alice", "Bob", "Carol"]
+    st.apply(msg(1, "bob", "hi", kind="direct", target="alice"))
+    st.apply(Renamed("bob", "Bob", "Robert"))
+    assert st.conversations[direct_key("bob")].title == "Robert"
+    st.apply(Presence("bob", "Robert", False))
+    assert ("bob", "Robert") not in st.online_users()
+    notices = [e.text for e in st.conversations[PUBLIC].entries if e.kind == "notice"]
+    assert "Carol is online" in notices and "Robert went offline" in notices
+
+
+def test_rooms_join_leave_close_and_creator_rights():
+    st = logged_in()
+    st.set_room({"room": "Dev", "creator": "alice",
+                 "members": [{"name": "alice", "display": "Alice"}]}, joined=True)
+    assert room_key("dev") in st.conversations and st.i_created("dev")
+    st.apply(RoomEvent("Dev", "joined", "bob", "Bob"))
+    assert st.rooms["dev"].members == {"alice": "Alice", "bob": "Bob"}
+    st.apply(RoomEvent("Dev", "left", "bob", "Bob"))
+    assert "bob" not in st.rooms["dev"].members
+    st.apply(RoomEvent("Dev", "closed", "alice", "Alice"))
+    assert not st.can_send(room_key("dev")) and not st.i_created("dev")
+    st.set_room({"room": "Ops", "creator": "bob", "members": []}, joined=True)
+    assert not st.i_created("ops")
+    st.open(room_key("ops"))
+    st.apply(RoomEvent("Ops", "left", "alice", "Alice"))
+    assert room_key("ops") not in st.conversations and st.active == PUBLIC
+
+
+def test_files_added_and_removed_with_shared_notice():
+    st = logged_in()
+    st.learn_users([{"name": "bob", "display": "Bob", "online": False}])
+    st.set_files([{"name": "a.txt", "size": 10, "mtime": 1.0, "uploader": "bob"}])
+    st.apply(FileAdded({"name": "b.bin", "size": 2_500_000, "mtime": 2.0}, by="bob"))
+    assert set(st.files) == {"a.txt", "b.bin"}
+    assert st.conversations[PUBLIC].entries[-1].text == "Bob shared b.bin (2.5 MB)"
+    st.apply(FileRemoved("a.txt"))
+    assert set(st.files) == {"b.bin"}
+
+
+def test_transfer_progress_and_finish():
+    st = logged_in()
+    t = st.new_transfer("down", "big.bin", 100)
+
+    class P:  # the shape of parley_client.download.DownloadProgress
+        name, received, size, rate_bps, eta_s = "big.bin", 50, 100, 10.0, 5.0
+        state, path, message, transport = "running", "/tmp/big.bin", "", "udp"
+
+    st.on_download_progress(t.tid, P)
+    assert t.fraction == 0.5 and t.transport == "udp"
+    P.state, P.received = "done", 100
+    st.on_download_progress(t.tid, P)
+    assert t.finished and t.fraction == 1.0
+    st.clear_finished_transfers()
+    assert st.transfers == {}
+
+
+def test_neighbour_cycles_through_ordered_conversations():
+    st = logged_in()
+    st.set_room({"room": "dev", "creator": "x", "members": []}, joined=True)
+    st.apply(msg(1, "bob", "hi", kind="direct", target="alice"))
+    assert st.ordered_keys() == [PUBLIC, room_key("dev"), direct_key("bob")]
+    assert st.neighbour(1) == room_key("dev")
+    assert st.neighbour(-1) == direct_key("bob")
+
+
+def test_human_formats():
+    assert human_size(512) == "512 B" and human_size(64 * 10**6) == "64.0 MB"
+    assert human_duration(5) == "5 s" and human_duration(125) == "2 min 05 s"
+    assert human_duration(None) == "—"
+
+
+def test_settings_round_trip_and_damaged_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("PARLEY_CONFIG_DIR", str(tmp_path))
+    s = Settings.load()
+    assert s.servers == [] and s.theme == "light"
+    s.remember_server("a.local", 5150)
+    s.remember_server("b.local", 6000)
+    s.remember_server("a.local", 5150)
+    s.theme = "dark"
+    s.save()
+    again = Settings.load()
+    assert again.servers == [("a.local", 5150), ("b.local", 6000)] and again.theme == "dark"
+    (tmp_path / "settings.json").write_text("{not json")
+    assert Settings.load().servers == []
+    (tmp_path / "settings.json").write_text(json.dumps({"servers": [["x", "bad"]]}))
+    assert Settings.load().servers == []
+
+
+def test_parse_server():
+    assert parse_server("host") == ("host", 5150)
+    assert parse_server(" 10.0.0.2:6000 ") == ("10.0.0.2", 6000)
+    assert parse_server("[::1]:7000") == ("::1", 7000)
+    assert parse_server("::1") == ("::1", 5150)
+    for bad in ("", "h:99999", "h:x", ":80"):
+        try:
+            parse_server(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad!r} accepted")

@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Screenshots of the Parley window against a real server, in the light and dark themes.
+
+    python tools/xvfb_run.py -- python tools/screenshots.py [OUT_DIR]   (make screenshots)
+
+(Starts its own Xvfb when $DISPLAY is unset.) Starts a real server in this process with a
+temporary data folder, logs in a GUI client (alice) and two plain sessions (bob, carol),
+lets them talk, and writes per theme:
+    <theme>-login.png   the login window (with a remembered server)
+    <theme>-main.png    the main window mid-conversation (grouped messages, notices, badges)
+    <theme>-files.png   the files tab mid-download (a large file so the bar is part-way)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+BIG_FILE_MIB = 2048  # sparse; large enough that the progress bar is caught part-way
+WAIT = 20.0
+
+
+def pump(root, until, timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while not until():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{until} still false after {timeout} s")
+        root.update()
+        time.sleep(0.005)
+
+
+def settle(root, seconds: float = 0.3) -> None:
+    """Let redraws finish before a picture is taken."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        root.update()
+        time.sleep(0.01)
+
+
+def make_files(files: Path) -> None:
+    (files / "meeting-notes.md").write_text("# Weekly sync\n\n- ship the LAN chat\n" * 40)
+    (files / "budget-2025.xlsx").write_bytes(os.urandom(48_000))
+    (files / "team-photo.jpg").write_bytes(os.urandom(2_400_000))
+    (files / "design-mockups.pdf").write_bytes(os.urandom(830_000))
+    with open(files / "ubuntu-24.04-desktop-amd64.iso", "wb") as f:
+        f.truncate(BIG_FILE_MIB << 20)
+
+
+def converse(app, bob, carol) -> None:
+    """A short, realistic exchange; the GUI user's lines go through the message box."""
+    root = app.root
+
+    def say(session, text, kind="public", target=""):
+        session.send(kind, target, text).result(WAIT)
+
+    def type_(text):
+        box = app.main.message_box
+        box.set(text)
+        box.send()
+
+    say(bob, "Morning all! Is the build server back up?")
+    say(bob, "My uploads were timing out last night.")
+    pump(root, lambda: "timing out" in app.main.conversation.transcript.content())
+    type_("Yes — rebooted it at 8. Should be fine now.")
+    say(carol, "Confirmed, my upload went through in a few seconds.")
+    type_("Great. I've shared the meeting notes in Files.")
+    say(bob, "@alice thanks! Can you also post the mockups?")
+    pump(root, lambda: "mockups?" in app.main.conversation.transcript.content())
+    app.main.actions.join_room("design")
+    pump(root, lambda: app.state.active == ("room", "design"))  # the join answer opened it
+    bob.join_room("design").result(WAIT)
+    say(bob, "Joined. Looking at the header spacing now.", "room", "design")
+    say(carol, "Quick question when you have a minute", "direct", "alice")
+    say(carol, "Did the invoice go out?", "direct", "alice")
+    app.main.actions.open(("public", ""))
+    pump(root, lambda: ("direct", "carol") in app.state.conversations
+         and app.state.conversations[("direct", "carol")].unread == 2)
+    pump(root, lambda: "sending…" not in app.main.conversation.transcript.content())
+
+
+def shoot(theme: str, out: Path, tmp_path: Path) -> list[Path]:
+    import tkinter as tk
+
+    from serverutil import running_server
+    from xvfb import screenshot
+
+    from gui.app import App
+    from parley_client.session import ClientSession
+    from parley_client.settings import Settings
+
+    shots = []
+    work = tmp_path / theme
+    files = work / "files"
+    files.mkdir(parents=True)
+    make_files(files)
+    with running_server(work, motd="Welcome to the office chat.") as srv:
+        settings = Settings.load(work / "config" / "settings.json")
+        settings.remember_server("chat.office.lan", 5150)
+        settings.remember_server(srv.host, srv.port)
+        settings.last_user = "alice"
+        settings.download_dir = str(work / "Downloads")
+        root = tk.Tk(className="Parley")
+        app = App(root, settings, theme=theme)
+        root.geometry("1100x700+0+0")
+        settle(root, 0.5)
+        app.login.password_var.set("correct horse")
+        app.login.set_discovered([("Office chat", "192.168.1.20", 5150)])
+        settle(root)
+        shots.append(screenshot(out / f"{theme}-login.png", widget=root))
+
+        peers = []
+        for name in ("bob", "carol"):
+            s = ClientSession(lambda ev: None)
+            s.connect(srv.host, srv.port)
+            s.register(name, "secret-pw").result(WAIT)
+            peers.append(s)
+        peers[0].rename("Bob Martin").result(WAIT)
+        app.login.register_button.invoke()
+        pump(root, lambda: app.main is not None)
+        pump(root, lambda: len(app.state.online) == 3 and len(app.state.files) == 5)
+        converse(app, *peers)
+        settle(root, 0.5)
+        shots.append(screenshot(out / f"{theme}-main.png", widget=root))
+
+        app.main.show_files()
+        app.main.files_view.tree.selection_set("ubuntu-24.04-desktop-amd64.iso")
+        app.main.files_view.download_button.invoke()
+        transfer = max(app.state.transfers.values(), key=lambda t: t.tid)
+        pump(root, lambda: transfer.fraction >= 0.35 or transfer.finished, 120)
+        settle(root, 0.1)
+        shots.append(screenshot(out / f"{theme}-files.png", widget=root))
+        print(f"{theme}: download at {transfer.fraction * 100:.0f}% "
+              f"({transfer.state}) when the files shot was taken")
+        app.quit()
+        app.join_closers()
+        for s in peers:
+            s.close()
+        app = root = None  # drop the last references before collecting
+        gc.collect()  # free Tk objects here, on the main thread
+    return shots
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Write PNG screenshots of the Parley GUI.")
+    parser.add_argument("out_dir", nargs="?", type=Path, help="same as --out")
+    parser.add_argument("--out", type=Path, default=REPO / "screenshots")
+    parser.add_argument("--theme", choices=("light", "dark"), action="append")
+    args = parser.parse_args()
+    args.out = args.out_dir or args.out
+    from xvfb import Xvfb
+
+    xvfb = None
+    if not os.environ.get("DISPLAY"):
+        xvfb = Xvfb()
+        os.environ["DISPLAY"] = xvfb.start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="parley-shots-") as tmp:
+            for theme in args.theme or ["light", "dark"]:
+                for path in shoot(theme, args.out, Path(tmp)):
+                    print(path)
+    finally:
+        if xvfb is not None:
+            xvfb.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
