@@ -21,6 +21,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", help="server host to prefill (GUI)")
     parser.add_argument("--port", type=int, help=f"server port to prefill (default {DEFAULT_PORT})")
     parser.add_argument("--theme", choices=("light", "dark"), help="GUI colour theme")
+    parser.add_argument("--no-discovery", action="store_true",
+                        help="do not look for servers on the local network (GUI)")
     parser.add_argument("server_host", nargs="?", metavar="HOST",
                         help="with --cli: connect to this host at once")
     parser.add_argument("server_port", nargs="?", type=int, metavar="PORT",

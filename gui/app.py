@@ -45,7 +45,7 @@ ERROR_TEXT = {
 
 class App:
     def __init__(self, root: tk.Tk, settings: Settings | None = None, *,
-                 session_factory=None, theme: str | None = None) -> None:
+                 session_factory=None, theme: str | None = None, discovery: bool = False) -> None:
         if session_factory is None:
             from parley_client.session import ClientSession as session_factory
         self.root = root
@@ -67,6 +67,9 @@ class App:
         self.login: LoginView | None = None
         self.main: MainWindow | None = None
         self.closers: list[threading.Thread] = []
+        self._discovered: list[tuple[str, str, int]] = []
+        self._discovering = False
+        self.discovery_enabled = discovery
         self.show_login()
 
     # ------------------------------------------------------------------ screens
@@ -85,6 +88,33 @@ class App:
         self.login.pack(fill="both", expand=True)
         if message:
             self.login.show_error("general", message)
+        if self._discovered:
+            self.login.set_discovered(self._discovered)
+        self._start_discovery()
+
+    def _start_discovery(self) -> None:
+        """Look for servers on the LAN in a worker thread; results come back via the queue."""
+        if self._discovering or not self.discovery_enabled:
+            return
+        self._discovering = True
+
+        def probe() -> None:  # worker thread: discover() blocks for its timeout
+            try:
+                from parley_client.discovery import discover
+
+                found = [(s.name if s.compatible else f"{s.name} (incompatible version)",
+                          s.host, s.port) for s in discover(timeout=1.0)]
+            except OSError as exc:
+                log.info("LAN discovery failed: %s", exc)
+                found = []
+            self.ui.call(self._discovery_done, found)
+
+        threading.Thread(target=probe, name="discovery", daemon=True).start()
+
+    def _discovery_done(self, found: list[tuple[str, str, int]]) -> None:
+        self._discovering = False
+        if found:
+            self.set_discovered(found)
 
     def set_discovered(self, servers: list[tuple[str, str, int]]) -> None:
         """Hook for LAN discovery: servers found as (name, host, port)."""
@@ -245,7 +275,8 @@ def _close_session(session) -> None:
 def main(args) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     root = tk.Tk(className="Parley")
-    app = App(root, Settings.load(), theme=getattr(args, "theme", None))
+    app = App(root, Settings.load(), theme=getattr(args, "theme", None),
+              discovery=not getattr(args, "no_discovery", False))
     host = getattr(args, "host", None)
     if host and app.login is not None:
         app.login.server_var.set(format_server(host, getattr(args, "port", None)
