@@ -21,6 +21,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", help="server host to prefill (GUI)")
     parser.add_argument("--port", type=int, help=f"server port to prefill (default {DEFAULT_PORT})")
     parser.add_argument("--theme", choices=("light", "dark"), help="GUI colour theme")
+    parser.add_argument("--no-tls", action="store_true",
+                        help="INSECURE, for testing: talk to a server started with --no-tls")
     parser.add_argument("--no-discovery", action="store_true",
                         help="do not look for servers on the local network (GUI)")
     parser.add_argument("server_host", nargs="?", metavar="HOST",
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cli:
         from parley_client.cli import main as cli_main
 
-        return cli_main(args.host, args.port)
+        return cli_main(args.host, args.port, tls=not args.no_tls)
     try:
         from gui.app import main as gui_main  # imported late: the CLI never loads tkinter
     except ImportError as exc:

@@ -4,6 +4,9 @@ Prints: login time for N clients, latency p50/p99 at a gentle rate (10 msg/s), d
 second when saturated, the server's CPU seconds and peak RSS, and whether anything was lost
 or duplicated. The server runs as its own process (server.py) so its CPU and memory are its own.
 
+By default each size runs twice, with TLS off (the baseline) and on (the default), and the
+ratio TLS on / TLS off is printed. --tls or --no-tls runs only that one.
+
     python bench/fanout.py --clients 100 1000
 """
 
@@ -15,6 +18,7 @@ import multiprocessing as mp
 import os
 import selectors
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -50,9 +54,20 @@ def call(sock: socket.socket, conn: Connection, req: m.Request) -> dict:
                 raise RuntimeError(f"{ev.code}: {ev.message}")
 
 
-def login(port: int, name: str, token: str | None = None, password: str = "bench-password"):
+def client_context() -> ssl.SSLContext:
+    # The bench does not pin: it measures cost, not trust.
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def login(port: int, name: str, token: str | None = None, password: str = "bench-password",
+          tls: bool = False):
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if tls:
+        sock = client_context().wrap_socket(sock)
     conn = Connection(Role.CLIENT)
     call(sock, conn, m.Hello(1, PROTOCOL_VERSION, "bench"))
     if token is None:
@@ -80,12 +95,12 @@ def proc_stats(pid: int) -> tuple[float, int, int]:
 # ------------------------------------------------------------------ reader processes
 
 
-def reader_main(port, accounts, ready, go, stop, results):
+def reader_main(port, accounts, ready, go, stop, results, tls=False):
     """Log in this process's share of clients, then read everything until told to stop."""
     t0 = time.perf_counter()
     socks = []
     for name, token in accounts:
-        sock, _conn, _ = login(port, name, token)
+        sock, _conn, _ = login(port, name, token, tls=tls)
         sock.setblocking(False)
         socks.append(sock)
     ready.put(time.perf_counter() - t0)
@@ -107,26 +122,30 @@ def reader_main(port, accounts, ready, go, stop, results):
         now = time.time()
         for key, _ in events:
             s = key.fileobj
-            try:
-                data = s.recv(1 << 20)
-            except BlockingIOError:
-                continue
-            if not data:
-                sel.unregister(s)
-                continue
-            mine = seen[index[s.fileno()]]
-            for payload in decoders[s.fileno()].feed(data):
-                obj = json.loads(payload)
-                if obj.get("type") == "ping":
-                    s.send(encode_message(m.Pong(obj["nonce"])))
-                if obj.get("type") != "message":
-                    continue
-                tag, sent_at = obj["text"].split(" ", 2)[:2]
-                if tag in mine:
-                    dups += 1
-                mine.add(tag)
-                delivered += 1
-                (gentle if tag[0] == "g" else latencies).append(now - float(sent_at))
+            # A TLS socket hands out one record per recv, and records already decrypted do
+            # not wake select: read until it would block.
+            while True:
+                try:
+                    data = s.recv(1 << 20)
+                except (BlockingIOError, ssl.SSLWantReadError):
+                    break
+                if not data:
+                    sel.unregister(s)
+                    break
+                now = time.time()  # per read: this loop can run for a while on one socket
+                mine = seen[index[s.fileno()]]
+                for payload in decoders[s.fileno()].feed(data):
+                    obj = json.loads(payload)
+                    if obj.get("type") == "ping":
+                        s.send(encode_message(m.Pong(obj["nonce"])))
+                    if obj.get("type") != "message":
+                        continue
+                    tag, sent_at = obj["text"].split(" ", 2)[:2]
+                    if tag in mine:
+                        dups += 1
+                    mine.add(tag)
+                    delivered += 1
+                    (gentle if tag[0] == "g" else latencies).append(now - float(sent_at))
     results.put((delivered, dups, [len(v) for v in seen.values()], latencies, gentle))
     for s in socks:
         s.close()
@@ -173,13 +192,16 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(p / 100 * len(values)))]
 
 
-def run(n_clients: int, n_senders: int, readers: int, flood_per_sender: int, scrypt_n: int) -> None:
+def run(n_clients: int, n_senders: int, readers: int, flood_per_sender: int, scrypt_n: int,
+        tls: bool) -> dict:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         server = subprocess.Popen(
             [sys.executable, str(REPO / "server.py"), "--host", "127.0.0.1", "--port", str(port),
              "--data-dir", f"{tmp}/data", "--files-dir", f"{tmp}/files", "--no-discovery",
-             "--no-console", "--scrypt-n", str(scrypt_n)],
+             "--no-console", "--scrypt-n", str(scrypt_n),
+             "--message-rate", "1000000", "--message-burst", "1000000",
+             *([] if tls else ["--no-tls"])],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         try:
             deadline = time.monotonic() + 20
@@ -194,13 +216,13 @@ def run(n_clients: int, n_senders: int, readers: int, flood_per_sender: int, scr
             names = [f"user{i}" for i in range(n_clients)]
             t0 = time.perf_counter()
             with ThreadPoolExecutor(8) as pool:
-                regs = list(pool.map(lambda n: login(port, n), names))
+                regs = list(pool.map(lambda n: login(port, n, tls=tls), names))
             reg_time = time.perf_counter() - t0
             tokens = []
             for sock, _conn, result in regs:
                 tokens.append(result["resume_token"])
                 sock.close()
-            print(f"\n== {n_clients} clients, {n_senders} senders ==")
+            print(f"\n== {n_clients} clients, {n_senders} senders, TLS {'on' if tls else 'off'} ==")
             print(f"registered {n_clients} accounts (scrypt n={scrypt_n}) in {reg_time:.2f} s")
 
             ctx = mp.get_context("fork")
@@ -208,7 +230,8 @@ def run(n_clients: int, n_senders: int, readers: int, flood_per_sender: int, scr
             go, stop = ctx.Event(), ctx.Event()
             shares = [list(zip(names, tokens, strict=True))[i::readers] for i in range(readers)]
             t0 = time.perf_counter()
-            procs = [ctx.Process(target=reader_main, args=(port, share, ready, go, stop, results))
+            procs = [ctx.Process(target=reader_main,
+                                 args=(port, share, ready, go, stop, results, tls))
                      for share in shares]
             for p in procs:
                 p.start()
@@ -218,7 +241,7 @@ def run(n_clients: int, n_senders: int, readers: int, flood_per_sender: int, scr
                   f"{login_time:.2f} s (slowest process {max(per_proc):.2f} s)")
             senders = []
             for i in range(n_senders):
-                sock, conn, _ = login(port, f"sender{i}")
+                sock, conn, _ = login(port, f"sender{i}", tls=tls)
                 senders.append((sock, conn))
             cpu0, _rss0, _ = proc_stats(server.pid)
             go.set()
@@ -262,6 +285,9 @@ def run(n_clients: int, n_senders: int, readers: int, flood_per_sender: int, scr
                   f" peak {hwm/2**20:.1f} MiB")
             for s, _c in senders:
                 s.close()
+            return {"rate": sent_flood * n_clients / flood_elapsed,
+                    "p50": pct(gentle_lat, 50), "p99": pct(gentle_lat, 99),
+                    "cpu": cpu1 - cpu0, "login": login_time, "lost": max(0, lost)}
         finally:
             server.terminate()
             server.wait(20)
@@ -275,9 +301,26 @@ def main() -> None:
     p.add_argument("--flood", type=int, default=500, help="messages per sender when saturating")
     p.add_argument("--scrypt-n", type=int, default=2**10,
                    help="password hash cost for the bench accounts (server default 16384)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--tls", dest="modes", action="store_const", const=[True],
+                      help="only the TLS run")
+    mode.add_argument("--no-tls", dest="modes", action="store_const", const=[False],
+                      help="only the plain-TCP run")
     a = p.parse_args()
+    modes = a.modes or [False, True]
     for n in a.clients:
-        run(n, a.senders, a.readers, a.flood, a.scrypt_n)
+        out = {tls: run(n, a.senders, a.readers, a.flood, a.scrypt_n, tls) for tls in modes}
+        if len(out) == 2:
+            off, on = out[False], out[True]
+            print(f"\n-- {n} clients: TLS on / TLS off --")
+            print(f"saturated deliveries/s: {on['rate']:,.0f} / {off['rate']:,.0f}"
+                  f" = {on['rate'] / off['rate']:.2f}")
+            print(f"server CPU s:           {on['cpu']:.2f} / {off['cpu']:.2f}"
+                  f" = {on['cpu'] / max(off['cpu'], 1e-9):.2f}")
+            print(f"gentle latency p50 ms:  {on['p50']*1000:.1f} / {off['p50']*1000:.1f};"
+                  f" p99 {on['p99']*1000:.1f} / {off['p99']*1000:.1f}")
+            print(f"login of {n} clients s: {on['login']:.2f} / {off['login']:.2f}"
+                  f" = {on['login'] / max(off['login'], 1e-9):.2f}")
 
 
 if __name__ == "__main__":

@@ -140,7 +140,7 @@ def run(args) -> int:
             root = tk.Tk()
             settings = Settings.load(tmp_path / "config" / "settings.json")
             settings.download_dir = str(tmp_path / "dl")
-            app = App(root, settings)
+            app = App(root, settings, confirm_fingerprint=lambda *a: True)
             app.login.server_var.set(f"{srv.host}:{srv.port}")
             app.login.user_var.set("alice")
             app.login.password_var.set("secret-pw")

@@ -80,6 +80,9 @@ class Actions:
     # ------------------------------------------------------------------ conversations
 
     def open(self, key: ConvKey) -> None:
+        if key[0] == "direct" and not self.state.private_messages_allowed():
+            self.win.report("Private messages are turned off on this server.")
+            return
         changes, need_history = self.state.open(key)
         self.win.apply(changes)
         if key[0] == "direct":
@@ -206,6 +209,9 @@ class Actions:
         self.win.apply(self.state.finish_transfer(tid, state, message))
 
     def upload(self, path: str | None = None) -> None:
+        if not self.state.uploads_allowed():
+            self.win.report("Uploads are turned off on this server.")
+            return
         path = path or self.ask_open_file(parent=self.win, title="Share a file — Parley")
         if not path:
             return

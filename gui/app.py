@@ -11,11 +11,17 @@ from __future__ import annotations
 import logging
 import threading
 import tkinter as tk
+from collections.abc import Callable
+from concurrent.futures import Future
 
 from parley_client.chat_state import PUBLIC, ChatState
+from parley_client.session import settle
 from parley_client.settings import DEFAULT_PORT, Settings, format_server
+from parley_client.trust_store import FILE_NAME as KNOWN_SERVERS_FILE
+from parley_client.trust_store import TrustStore
 from protocol.version import APP_VERSION
 
+from .fingerprint_dialog import FingerprintDialog
 from .icon import set_icon
 from .login_window import LoginView
 from .main_window import MainWindow
@@ -25,6 +31,7 @@ from .ui_queue import UiQueue
 log = logging.getLogger(__name__)
 
 CLOSE_JOIN_S = 3.0
+FINGERPRINT_ANSWER_S = 600.0  # the connecting thread waits this long for Accept / Cancel
 
 # Which login field an error code belongs next to, and what to say.
 ERROR_FIELD = {
@@ -32,7 +39,8 @@ ERROR_FIELD = {
     "already_logged_in": "username", "already_authenticated": "username",
     "wrong_password": "password", "invalid_password": "password",
     "unreachable": "server", "version_mismatch": "server", "timeout": "server",
-    "disconnected": "server",
+    "disconnected": "server", "fingerprint_changed": "server", "untrusted": "server",
+    "tls_failed": "server",
 }
 ERROR_TEXT = {
     "name_taken": "That name is already taken. Pick another, or Log in if it is yours.",
@@ -45,12 +53,23 @@ ERROR_TEXT = {
 
 class App:
     def __init__(self, root: tk.Tk, settings: Settings | None = None, *,
-                 session_factory=None, theme: str | None = None, discovery: bool = False) -> None:
+                 session_factory=None, theme: str | None = None, discovery: bool = False,
+                 tls: bool = True,
+                 confirm_fingerprint: Callable[[str, int, str], bool] | None = None) -> None:
+        """confirm_fingerprint(host, port, fingerprint) decides about a server seen for the
+        first time; by default a dialog asks the user (scripts and tests may pass their own)."""
         if session_factory is None:
             from parley_client.session import ClientSession as session_factory
         self.root = root
         self.settings = settings if settings is not None else Settings.load()
         self.session_factory = session_factory
+        self.tls = tls
+        self.confirm_fingerprint = confirm_fingerprint
+        self.fingerprint_dialog: FingerprintDialog | None = None
+        self._fingerprint_answers: list[Future] = []  # so quit() can release waiting threads
+        # The pins live beside the settings file (the same config folder).
+        self.trust = TrustStore.load(self.settings.path.parent / KNOWN_SERVERS_FILE
+                                     if self.settings.path is not None else None)
         self.theme = theme or self.settings.theme
         self.palette = apply_theme(root, self.theme)
         self.fonts = Fonts(root)
@@ -84,7 +103,7 @@ class App:
         self._clear_screen()
         self.root.title("Parley — Log in")
         self.login = LoginView(self.root, self.settings, self.fonts, self._attempt,
-                               self.palette)
+                               self.palette, on_join_code=self._use_join_code)
         self.login.pack(fill="both", expand=True)
         if message:
             self.login.show_error("general", message)
@@ -155,7 +174,9 @@ class App:
         self.state = ChatState()
         self.session = self.session_factory(lambda ev: self.ui.put_event((gen, ev)),
                                             software=f"parley-gui/{APP_VERSION}",
-                                            auto_reconnect=True)
+                                            auto_reconnect=True, tls=self.tls,
+                                            trust=self.trust,
+                                            on_new_fingerprint=self._ask_fingerprint)
         session = self.session
 
         def connect() -> None:  # worker thread: connect() blocks
@@ -168,10 +189,46 @@ class App:
 
         threading.Thread(target=connect, name="parley-connect", daemon=True).start()
 
+    # ------------------------------------------------------------------ trust
+
+    def _use_join_code(self, code) -> None:
+        """The user pasted a join code: its fingerprint is the administrator's word."""
+        self.trust.remember(code.host, code.port, code.fingerprint)
+
+    def _ask_fingerprint(self, host: str, port: int, fingerprint: str) -> bool:
+        """Called on the connecting thread: ask on the Tk thread, wait (bounded) here."""
+        if self.confirm_fingerprint is not None:
+            return self.confirm_fingerprint(host, port, fingerprint)
+        answer: Future = Future()
+        self._fingerprint_answers.append(answer)
+        self.ui.call(self._show_fingerprint_dialog, host, port, fingerprint, answer)
+        try:
+            return bool(answer.result(FINGERPRINT_ANSWER_S))
+        except TimeoutError:
+            self.ui.call(self._close_fingerprint_dialog)
+            return False
+
+    def _show_fingerprint_dialog(self, host, port, fingerprint, answer: Future) -> None:
+        self._close_fingerprint_dialog()
+        if not self.ui.running:
+            settle(answer, False)
+            return
+        if self.login is not None:
+            self.login.set_busy(True, "Check the server's fingerprint…")
+        self.fingerprint_dialog = FingerprintDialog(
+            self.root, self.fonts, self.palette, host, port, fingerprint,
+            on_answer=lambda ok: settle(answer, ok))
+
+    def _close_fingerprint_dialog(self) -> None:
+        dialog, self.fingerprint_dialog = self.fingerprint_dialog, None
+        if dialog is not None and dialog.winfo_exists():
+            dialog.destroy()  # answers "no" if nobody answered yet
+
     def _connected(self, gen, info, user, password, register) -> None:
         if gen != self.generation or self.login is None:
             return
         self.state.max_text = int(info.get("max_text", self.state.max_text))
+        self.state.policy = info.get("policy") or {}
         self._authenticate(gen, user, password, register)
 
     def _authenticate(self, gen, user, password, register) -> None:
@@ -188,6 +245,8 @@ class App:
         text = getattr(exc, "message", None) or str(exc)
         if code == "version_mismatch":
             text = f"This server runs a different Parley version: {text}"
+        elif code in ("fingerprint_changed", "untrusted", "tls_failed"):
+            pass  # the session's sentence says it all
         else:
             text = f"Cannot reach {format_server(host, port)}: {text}"
         self.login.show_error("server", text)
@@ -206,6 +265,7 @@ class App:
             return
         self.login.set_busy(False)
         self.state.set_me(result["user"], result.get("display", result["user"]))
+        self.state.is_admin = bool(result.get("admin"))
         self.state.connection = "online"
         self.settings.remember_server(self.session.host, self.session.port)
         self.settings.last_user = result["user"]
@@ -248,6 +308,9 @@ class App:
 
     def quit(self, destroy_root: bool = True) -> None:
         self.ui.stop()
+        self._close_fingerprint_dialog()
+        for answer in self._fingerprint_answers:
+            settle(answer, False)  # a question still queued is answered no
         self._drop_session()
         self._clear_screen()
         # Free the icon here, on the Tk thread: PhotoImage.__del__ calls Tcl.
@@ -276,7 +339,8 @@ def main(args) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     root = tk.Tk(className="Parley")
     app = App(root, Settings.load(), theme=getattr(args, "theme", None),
-              discovery=not getattr(args, "no_discovery", False))
+              discovery=not getattr(args, "no_discovery", False),
+              tls=not getattr(args, "no_tls", False))
     host = getattr(args, "host", None)
     if host and app.login is not None:
         app.login.server_var.set(format_server(host, getattr(args, "port", None)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from tkinter import ttk
 
 from parley_client.settings import Settings, format_server, parse_server
+from protocol.join_code import JoinCode, decode_join_code
 
 from .tkutil import release_variables
 
@@ -16,9 +17,11 @@ FIELDS = ("server", "username", "password", "general")
 
 class LoginView(ttk.Frame):
     def __init__(self, master, settings: Settings, fonts,
-                 on_submit: Callable[[str, int, str, str, bool], None], palette) -> None:
+                 on_submit: Callable[[str, int, str, str, bool], None], palette, *,
+                 on_join_code: Callable[[JoinCode], None] | None = None) -> None:
         super().__init__(master, padding=24)
         self.on_submit = on_submit
+        self.on_join_code = on_join_code
         self.palette = palette
         self.busy = False
         self.columnconfigure(0, weight=1)
@@ -45,6 +48,21 @@ class LoginView(ttk.Frame):
                                        values=[format_server(h, p) for h, p in settings.servers])
         self.server_box.grid(row=row + 1, column=0, sticky="ew", pady=(2, 0))
         row = self._error_row(card, "server", row + 2)
+
+        # A join code (parley://host:port/#fingerprint, printed by the server) fills the
+        # server field and vouches for the server's certificate in one paste.
+        self.join_var = tk.StringVar()
+        join = ttk.Frame(card)
+        join.grid(row=row, column=0, sticky="ew", pady=(0, 8))
+        join.columnconfigure(0, weight=1)
+        ttk.Label(join, text="or paste a join code (parley://…) from the server:",
+                  foreground=palette.muted).grid(row=0, column=0, columnspan=2, sticky="w")
+        self.join_entry = ttk.Entry(join, textvariable=self.join_var)
+        self.join_entry.grid(row=1, column=0, sticky="ew", padx=(0, 4), pady=(2, 0))
+        self.join_button = ttk.Button(join, text="Use join code", command=self.use_join_code)
+        self.join_button.grid(row=1, column=1, pady=(2, 0))
+        self.join_entry.bind("<Return>", lambda e: self.use_join_code())
+        row += 1
 
         # Slot for servers found on the LAN (filled by set_discovered; hidden while empty).
         self.discovered_frame = ttk.Frame(card)
@@ -93,10 +111,29 @@ class LoginView(ttk.Frame):
 
     # ------------------------------------------------------------------ API
 
+    def use_join_code(self, text: str | None = None) -> bool:
+        """Apply a pasted join code: fill the server field and pin its fingerprint."""
+        try:
+            code = decode_join_code(self.join_var.get() if text is None else text)
+        except ValueError as exc:
+            self.show_error("server", str(exc))
+            return False
+        self.errors["server"].configure(text="")
+        self.server_var.set(format_server(code.host, code.port))
+        self.join_var.set("")
+        if self.on_join_code is not None:
+            self.on_join_code(code)
+        self.status.configure(text="Join code accepted: the server's identity is known.")
+        (self.password_entry if self.user_var.get() else self.user_entry).focus_set()
+        return True
+
     def submit(self, register: bool) -> None:
         if self.busy:
             return
         self.clear_errors()
+        pasted = self.server_var.get()  # a join code pasted into the server field works too
+        if pasted.strip().lower().startswith("parley://") and not self.use_join_code(pasted):
+            return
         try:
             host, port = parse_server(self.server_var.get())
         except ValueError as exc:

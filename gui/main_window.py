@@ -85,6 +85,9 @@ class MainWindow(ttk.Frame):
         self.status.grid(row=2, column=0, sticky="ew")
         self._build_menu()
         self._bind_keys()
+        if not state.uploads_allowed():  # the server's policy: show nothing that would fail
+            self.files_view.upload_button.grid_remove()
+            self.files_menu.entryconfigure("Upload…", state="disabled")
         root.bind("<FocusIn>", self._focus_in, add="+")
         root.bind("<FocusOut>", self._focus_out, add="+")
         self.show_conversation(state.active or PUBLIC)
@@ -120,6 +123,7 @@ class MainWindow(ttk.Frame):
         files.add_command(label="Upload…", accelerator="Ctrl+U", command=self.actions.upload)
         files.add_command(label="Refresh list", command=self.actions.refresh_files)
         menu.add_cascade(label="Files", menu=files)
+        self.files_menu = files
         self.menu = menu
         self.root.configure(menu=menu)
 
@@ -156,12 +160,11 @@ class MainWindow(ttk.Frame):
 
     def show_conversation(self, key: ConvKey) -> None:
         self.conversation.open(key)
-        can = self.state.can_send(key)
+        blocked = self.state.send_blocked_because(key)
         conv = self.state.conversation(key)
-        hint = (f"Message {'#' if key[0] != 'direct' else '@'}{conv.title}  "
-                "(Enter to send, Shift+Enter for a new line)" if can
-                else "This room is closed.")
-        self.message_box.set_enabled(can, hint)
+        hint = blocked or (f"Message {'#' if key[0] != 'direct' else '@'}{conv.title}  "
+                           "(Enter to send, Shift+Enter for a new line)")
+        self.message_box.set_enabled(blocked is None, hint)
         if str(self.notebook.select()) == str(self.chat_tab):
             self.message_box.focus()
 

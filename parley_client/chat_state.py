@@ -121,6 +121,8 @@ class ChatState:
     def __init__(self, max_text: int = MAX_TEXT, clock=time.time) -> None:
         self.clock = clock
         self.max_text = max_text
+        self.policy: dict = {}  # the server's policy from the hello reply (what is turned off)
+        self.is_admin = False
         self.me = ""
         self.my_display = ""
         self.host = ""
@@ -435,10 +437,24 @@ class ChatState:
         return changes
 
     def can_send(self, key: ConvKey) -> bool:
-        if key[0] != "room":
-            return True
-        info = self.rooms.get(key[1])
-        return bool(info and info.joined)
+        return self.send_blocked_because(key) is None
+
+    def send_blocked_because(self, key: ConvKey) -> str | None:
+        """Why the server would refuse a message here (its policy, a closed room), or None."""
+        if key[0] == "room":
+            info = self.rooms.get(key[1])
+            return None if info and info.joined else "This room is closed."
+        if key[0] == "direct" and not self.private_messages_allowed():
+            return "Private messages are turned off on this server."
+        if key[0] == "public" and self.policy.get("public_read_only") and not self.is_admin:
+            return "Only administrators post in Public on this server."
+        return None
+
+    def private_messages_allowed(self) -> bool:
+        return bool(self.policy.get("private_messages", True))
+
+    def uploads_allowed(self) -> bool:
+        return bool(self.policy.get("uploads", True)) or self.is_admin
 
     # ------------------------------------------------------------------ files
 
@@ -551,6 +567,7 @@ class ChatState:
         self.host, self.port = ev.host, ev.port
         info = getattr(ev, "server_info", None) or {}
         self.max_text = int(info.get("max_text", self.max_text))
+        self.policy = info.get("policy") or self.policy
         self.motd = info.get("motd", "") or ""
         return [Change("connection")]
 

@@ -15,8 +15,10 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TextIO
 
+from parley_common.tlsbio import format_fingerprint
 from protocol import APP_NAME, APP_VERSION
 from protocol import messages as m
+from protocol.join_code import decode_join_code
 
 from .events import (
     Connected,
@@ -29,6 +31,7 @@ from .events import (
     SessionError,
 )
 from .session import ClientSession
+from .trust_store import TrustStore
 
 DEFAULT_PORT = 5150
 REPLY_TIMEOUT = 10.0
@@ -38,6 +41,7 @@ PROGRESS_EVERY = 0.5  # seconds between progress lines
 HELP = """\
 commands:
   c <host> [port]            connect (default port 5150)
+  join <code>                connect with a join code (parley://...) from the server
   register <user> <password> create an account and log in
   login <user> <password>    log in
   lu | lcu                   list all users | connected users
@@ -56,8 +60,18 @@ commands:
   put <path>                 share a file (upload)
   l                          status
   d                          disconnect
+administrators only:
+  kick <user> [reason]       ban <user|address> [minutes] [reason]   unban <user|address>
+  mute <user> [minutes]      unmute <user>        announce <text>     rmfile <name>
+  purge public|room:NAME|direct:A:B               op <user> | deop <user>
   x | ex | \\quit             exit
   help                       this text"""
+
+
+# command word -> moderation action (see docs/protocol.md, moderate)
+MODERATION = {"kick": "kick", "ban": "ban", "unban": "unban", "mute": "mute",
+              "unmute": "unmute", "announce": "announce", "rmfile": "remove_file",
+              "purge": "purge", "op": "op", "deop": "deop"}
 
 
 def app_dir() -> Path:
@@ -146,18 +160,23 @@ def format_event(event: object, me: str | None) -> str | None:
 
 
 class TerminalClient:
-    def __init__(self, out: TextIO | None = None, downloads_dir: Path | None = None) -> None:
+    def __init__(self, out: TextIO | None = None, downloads_dir: Path | None = None, *,
+                 tls: bool = True, trust: TrustStore | None = None) -> None:
         self.out = out or sys.stdout
         self.downloads_dir = downloads_dir or app_dir() / "Downloads"
         self._print_lock = threading.Lock()
+        self.tls = tls
+        self.trust = trust if trust is not None else TrustStore.load()
         self.session = ClientSession(self._on_event, software=f"parley-cli/{APP_VERSION}",
-                                     auto_reconnect=True)
+                                     auto_reconnect=True, tls=tls, trust=self.trust,
+                                     on_new_fingerprint=self._new_fingerprint)
         self.target: tuple[str, str] = ("public", "")  # (kind, target) that `s` sends to
         # Set once the LoggedIn line is out: printed from the event thread so that it comes
         # before the offline messages the server delivers right after the login reply.
         self._logged_in_printed = threading.Event()
         self.commands: dict[str, Callable[[list[str], str], None]] = {
-            "c": self.cmd_connect, "register": self.cmd_register, "login": self.cmd_login,
+            "c": self.cmd_connect, "join": self.cmd_join, "register": self.cmd_register,
+            "login": self.cmd_login,
             "lu": self.cmd_list_users, "lcu": self.cmd_list_online, "lr": self.cmd_list_rooms,
             "lru": self.cmd_room_members, "bm": self.cmd_public, "dm": self.cmd_direct,
             "o": self.cmd_open, "or": self.cmd_open_room, "s": self.cmd_send,
@@ -166,6 +185,8 @@ class TerminalClient:
             "help": self.cmd_help, "files": self.cmd_files, "get": self.cmd_get,
             "put": self.cmd_put,
         }
+        for word in MODERATION:
+            self.commands[word] = lambda args, rest, word=word: self.cmd_moderate(word, args, rest)
 
     # ------------------------------------------------------------------ output
 
@@ -176,6 +197,12 @@ class TerminalClient:
 
     def error(self, text: str) -> None:
         self.say(f"error: {text}")
+
+    def _new_fingerprint(self, host: str, port: int, fingerprint: str) -> bool:
+        # Trust on first use: a terminal has no dialog; the line lets the user compare it with
+        # what the server printed, and a later change is refused.
+        self.say(f"server fingerprint {format_fingerprint(fingerprint)} (new server, remembered)")
+        return True
 
     def _on_event(self, event: object) -> None:
         if isinstance(event, m.RoomEvent) and event.event == "closed" \
@@ -257,6 +284,9 @@ class TerminalClient:
         if self.session.connected or self.session.reconnecting:
             self.session.close()
         self.target = ("public", "")
+        if not self.tls:
+            self.say("* warning: TLS is off (--no-tls): anyone on the network can read this "
+                     "connection, passwords included")
         try:
             info = self.session.connect(host, port)
         except SessionError as exc:
@@ -276,6 +306,18 @@ class TerminalClient:
                 raise SessionError("usage", f"{args[1]!r} is not a port number")
             port = int(args[1])
         self.connect(args[0], port)
+
+    def cmd_join(self, args: list[str], _rest: str) -> None:
+        self.usage(args, 1, "join <code>")
+        try:
+            code = decode_join_code(args[0])
+        except ValueError as exc:
+            raise SessionError("usage", str(exc)) from None
+        # The code comes from the server's administrator: it replaces any earlier pin.
+        self.trust.remember(code.host, code.port, code.fingerprint)
+        self.say(f"trusting {code.host}:{code.port} with fingerprint "
+                 f"{format_fingerprint(code.fingerprint)} (from the join code)")
+        self.connect(code.host, code.port)
 
     def cmd_register(self, args: list[str], _rest: str) -> None:
         self.usage(args, 2, "register <user> <password>")
@@ -308,6 +350,8 @@ class TerminalClient:
         s = self.session
         if s.connected:
             self.say(f"connected to {s.host}:{s.port}")
+            self.say(f"server fingerprint {format_fingerprint(s.fingerprint)}" if s.fingerprint
+                     else "TLS is off: the connection is not encrypted")
         elif s.reconnecting:
             self.say(f"reconnecting to {s.host}:{s.port}")
         else:
@@ -437,6 +481,22 @@ class TerminalClient:
             self.target = ("public", "")
         self.say(f"closed room {args[0]}")
 
+    def cmd_moderate(self, word: str, args: list[str], rest: str) -> None:
+        action = MODERATION[word]
+        self.need_login()
+        target, minutes, text = "", None, ""
+        if action == "announce":
+            text = rest
+            self.usage([rest] if rest else [], 1, "announce <text>")
+        else:
+            self.usage(args[:1], 1, f"{word} <target>")
+            target, more = args[0], args[1:]
+            if more and more[0].isdigit() and action in ("ban", "mute"):
+                minutes = int(more.pop(0))
+            text = " ".join(more)
+        result = self.wait(self.session.moderate(action, target, minutes, text), word)
+        self.say(result.get("done", "done"))
+
     def cmd_rename(self, _args: list[str], rest: str) -> None:
         self.usage([rest] if rest else [], 1, "rename <name>")
         self.need_login()
@@ -544,10 +604,10 @@ class _ProgressWatcher:
         return time.monotonic() - self._last_change > STALL_TIMEOUT
 
 
-def main(host: str | None = None, port: int | None = None) -> int:
+def main(host: str | None = None, port: int | None = None, tls: bool = True) -> int:
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="replace")
-    client = TerminalClient()
+    client = TerminalClient(tls=tls)
     client.say(f"{APP_NAME} {APP_VERSION} terminal client. Type help for commands.")
     if host:
         client.connect(host, port or DEFAULT_PORT)

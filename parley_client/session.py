@@ -18,12 +18,15 @@ import logging
 import queue
 import random
 import socket
+import ssl
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from pathlib import Path
 from typing import Any
 
+from parley_common.tlsbio import TLSChannel, format_fingerprint
 from protocol import PROTOCOL_VERSION, BadMessage, Connection, ConnectionClosed, Role
 from protocol import messages as m
 from protocol.errors import LocalProtocolError, RemoteProtocolError
@@ -38,6 +41,7 @@ from .events import (
     Reconnecting,
     SessionError,
 )
+from .trust_store import TrustStore
 
 __all__ = ["ClientSession", "SessionError"]
 
@@ -52,6 +56,9 @@ JOIN_TIMEOUT = 2.0
 NO_RECONNECT_CODES = frozenset({"kicked", "version_mismatch", "logged_in_elsewhere"})
 # Resume answers that no retry can change: the token (or the account) is no longer valid.
 FINAL_RESUME_ERRORS = frozenset({"bad_token", "no_such_user", "invalid_username"})
+# Connect failures that trying again cannot fix (and, for a changed certificate, must not).
+FINAL_CONNECT_ERRORS = frozenset({"version_mismatch", "fingerprint_changed", "untrusted",
+                                  "tls_failed"})
 
 _FRIENDLY_LOCAL = {
     "not_authenticated": "log in first",
@@ -95,6 +102,7 @@ class _Link:
         self.bye: m.Bye | None = None
         self.reader: threading.Thread | None = None
         self.writer: threading.Thread | None = None
+        self.tls: TLSChannel | None = None  # None with tls=False: plain TCP
 
     def shutdown(self) -> None:
         self.outq.put(None)
@@ -107,8 +115,16 @@ class _Link:
 
 class ClientSession:
     def __init__(self, on_event: Callable[[object], None], *, software: str = "parley",
-                 auto_reconnect: bool = False) -> None:
+                 auto_reconnect: bool = False, tls: bool = True, trust: TrustStore | None = None,
+                 on_new_fingerprint: Callable[[str, int, str], bool] | None = None) -> None:
+        """trust: the pinned certificates (default: in memory, for this session only).
+        on_new_fingerprint(host, port, fingerprint) is asked, on the connecting thread, about
+        a server not in trust; True accepts and remembers it. Default: accept."""
         self._on_event = on_event
+        self._tls = tls
+        self._trust = trust if trust is not None else TrustStore()
+        self._on_new_fingerprint = on_new_fingerprint
+        self._fingerprint: str | None = None
         self._software = software
         self._auto_reconnect = auto_reconnect
         self._lock = threading.RLock()
@@ -160,6 +176,15 @@ class ClientSession:
         return self._port
 
     @property
+    def fingerprint(self) -> str | None:
+        """The SHA-256 (64 hex digits) of the current (or last) server's certificate."""
+        return self._fingerprint
+
+    @property
+    def trust(self) -> TrustStore:
+        return self._trust
+
+    @property
     def server_info(self) -> dict | None:
         """The hello result of the current (or last) connection."""
         return self._server_info
@@ -195,8 +220,19 @@ class ClientSession:
             raise SessionError("unreachable", f"cannot reach {host}:{port}: "
                                f"{exc.strerror or exc}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        channel = early = None
+        if self._tls:
+            try:
+                channel, early = _tls_handshake(sock, host, port, timeout)
+                self._check_pin(host, port, channel.peer_fingerprint() or "")
+            except SessionError:
+                sock.close()
+                raise
         sock.settimeout(None)
         link = _Link(sock, host, port)
+        link.tls = channel
+        if early:
+            link.conn.receive_data(early)  # the reader takes the events with its first read
         with self._lock:
             if closing.is_set() or (self._link is not None and not self._link.lost):
                 sock.close()
@@ -222,8 +258,9 @@ class ClientSession:
             if exc.code == "version_mismatch":
                 raise
             if exc.code == "disconnected":
+                hint = "" if self._tls else "; if it uses TLS, connect without --no-tls"
                 raise SessionError("unreachable", f"{host}:{port} closed the connection during "
-                                   "the handshake (is it a Parley server?)") from None
+                                   f"the handshake (is it a Parley server{hint}?)") from None
             raise
         # The server says how often it pings; silence for three of those periods means the
         # link is dead even if TCP has not noticed (a half-open connection).
@@ -336,6 +373,10 @@ class ClientSession:
     def rename(self, display: str) -> Future:
         return self.request(m.Rename, display=display)
 
+    def moderate(self, action: str, target: str = "", minutes: int | None = None,
+                 text: str = "") -> Future:
+        return self.request(m.Moderate, action=action, target=target, minutes=minutes, text=text)
+
     def history(self, kind: str, target: str, limit: int = 50, before: int | None = None
                 ) -> Future:
         return self.request(m.History, kind=kind, target=target, limit=limit, before=before)
@@ -404,15 +445,51 @@ class ClientSession:
 
     # ------------------------------------------------------------------ IO threads
 
+    def _check_pin(self, host: str, port: int, fingerprint: str) -> None:
+        """Trust on first use: a known server must show the certificate it showed before."""
+        known = self._trust.get(host, port)
+        if known is not None and known != fingerprint:
+            raise SessionError(
+                "fingerprint_changed",
+                f"The server's certificate changed! {host}:{port} now shows "
+                f"{format_fingerprint(fingerprint)} but showed {format_fingerprint(known)} "
+                "before. If the administrator did not reinstall the server, someone may be "
+                "intercepting the connection. Nothing was sent. Ask the administrator for the "
+                "server's fingerprint or join code.")
+        if known is None:
+            ask = self._on_new_fingerprint
+            if ask is not None and not ask(host, port, fingerprint):
+                raise SessionError("untrusted", "The server's certificate was not accepted; "
+                                   "nothing was sent.")
+            self._trust.remember(host, port, fingerprint)
+        self._fingerprint = fingerprint
+
     def _write_loop(self, link: _Link) -> None:
         while True:
             data = link.outq.get()
             if data is None:
                 return
+            last = False
             try:
-                link.sock.sendall(data)
-            except OSError as exc:
+                if link.tls is not None:
+                    # Encrypt everything queued in one go: one TLS write, one sendall.
+                    batch = [data]
+                    while True:
+                        try:
+                            more = link.outq.get_nowait()
+                        except queue.Empty:
+                            break
+                        if more is None:
+                            last = True
+                            break
+                        batch.append(more)
+                    data = link.tls.encrypt(b"".join(batch))
+                if data:
+                    link.sock.sendall(data)
+            except OSError as exc:  # ssl.SSLError included
                 self._lose(link, f"connection lost while sending: {exc.strerror or exc}", None)
+                return
+            if last:
                 return
 
     def _read_loop(self, link: _Link) -> None:
@@ -428,6 +505,18 @@ class ClientSession:
                     if not link.lost:
                         reason = f"connection lost: {exc.strerror or exc}"
                     break
+                if link.tls is not None and data:
+                    try:
+                        plain = link.tls.feed_incoming(data)
+                    except ssl.SSLError as exc:
+                        reason = f"the server sent something unreadable (TLS: {exc.reason or exc})"
+                        code = "protocol_error"
+                        break
+                    if link.tls.wants_write:
+                        link.outq.put(b"")  # the writer sends what the TLS layer has waiting
+                    if not plain and not link.tls.peer_closed:
+                        continue  # a partial record
+                    data = plain  # b"" after the server's close_notify: the end
                 with self._lock:
                     link.conn.receive_data(data)
                     events = link.conn.events()
@@ -549,7 +638,7 @@ class ClientSession:
             try:
                 link, _info = self._establish(host, port, 5.0, initial=False, closing=closing)
             except SessionError as exc:
-                if exc.code == "version_mismatch":
+                if exc.code in FINAL_CONNECT_ERRORS:
                     self._give_up(exc.message, exc.code)
                     return
                 log.info("reconnect attempt %d failed: %s", attempt, exc.message)
@@ -671,3 +760,51 @@ class ClientSession:
 
 
 _STOP = object()
+
+
+def _client_context() -> ssl.SSLContext:
+    # No CA and no host name check: the certificate is self-signed and the client pins its
+    # fingerprint instead (_check_pin), which is checked before anything is sent.
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def _tls_handshake(sock: socket.socket, host: str, port: int, timeout: float
+                   ) -> tuple[TLSChannel, bytes]:
+    """Run the TLS handshake on a fresh blocking socket (no other thread uses it yet).
+    Returns the channel and any plaintext that arrived with the handshake's end."""
+    channel = TLSChannel(_client_context(), server_side=False)
+    deadline = time.monotonic() + timeout
+    raw = b""
+    try:
+        sock.sendall(channel.start())
+        early = b""
+        while not channel.established:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            raw = sock.recv(65536)
+            if not raw:
+                raise SessionError("unreachable", f"{host}:{port} closed the connection "
+                                   "during the TLS handshake (is it a Parley server?)")
+            early = channel.feed_incoming(raw)
+            out = channel.pending_output()
+            if out:
+                sock.sendall(out)
+    except TimeoutError:
+        raise SessionError("timeout", f"{host}:{port} did not complete the TLS handshake "
+                           f"within {timeout:g} s") from None
+    except ssl.SSLError as exc:
+        if len(raw) >= 5 and raw[4:5] == b"{":
+            # A Parley frame (length prefix, then JSON): the server does not use TLS.
+            raise SessionError("tls_failed", f"{host}:{port} does not use TLS (it was started "
+                               "with --no-tls): anyone on the network could read this "
+                               "connection. Connect with --no-tls only if you accept "
+                               "that.") from None
+        raise SessionError("tls_failed", f"TLS with {host}:{port} failed: "
+                           f"{exc.reason or exc}") from None
+    except OSError as exc:
+        raise SessionError("unreachable", f"connection to {host}:{port} failed during the "
+                           f"TLS handshake: {exc.strerror or exc}") from None
+    return channel, early

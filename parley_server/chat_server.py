@@ -10,6 +10,7 @@ Shared state (all guarded by ``self.lock``):
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import selectors
 import socket
@@ -23,8 +24,11 @@ from protocol import messages as m
 from .accounts import Accounts
 from .config import ServerConfig
 from .handler import ClientHandler
+from .limits import RateLimiter
+from .moderation import Moderation
 from .outgoing import Flusher
 from .store import Store
+from .tls_setup import load_server_tls
 
 log = logging.getLogger("parley.server")
 
@@ -40,8 +44,13 @@ class ChatServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
+        # None with --no-tls; else the context every connection's TLSChannel is made from.
+        self.tls = load_server_tls(config.tls, config.data_dir, config.tls_cert, config.tls_key)
         self.store = Store(config.data_dir / "parley.sqlite3")
         self.accounts = Accounts(self.store, scrypt_n=config.scrypt_n)
+        self.moderation = Moderation(self)
+        limits = config.policy.limits
+        self.message_rate = RateLimiter(limits.message_rate, limits.message_burst)
         self.lock = threading.RLock()
         self.clients: dict[str, ClientHandler] = {}
         self.handlers: set[ClientHandler] = set()
@@ -76,13 +85,34 @@ class ChatServer:
                                                daemon=True)
         self._accept_thread.start()
 
+    def _admit(self, sock: socket.socket, addr) -> bool:
+        """Refuse banned addresses and more than the per-address limit of connections.
+        Refused connections are closed at once: nothing has been negotiated to say why."""
+        ip = addr[0]
+        limits = self.config.policy.limits
+        with self.lock:
+            count = sum(1 for h in self.handlers if h.ip == ip)
+        over = count >= limits.connections_per_address and not (
+            limits.exempt_loopback and ipaddress.ip_address(ip).is_loopback)
+        if over or self.moderation.address_banned(ip):
+            log.info("refused a connection from %s (%d open)", ip, count)
+            sock.close()
+            return False
+        return True
+
     def _housekeeping(self) -> None:
-        """Keepalive for everyone: ping the silent, drop the dead (readers block in recv)."""
+        """Keepalive for everyone: ping the silent, drop the dead (readers block in recv);
+        and apply the history retention policy once an hour."""
+        next_trim = 0.0
         while not self._shutdown_requested.wait(self.config.poll_interval):
             with self.lock:
                 handlers = list(self.handlers)
             for h in handlers:
                 h.check_idle()
+            days = self.config.policy.history_days
+            if days and time.monotonic() >= next_trim:
+                next_trim = time.monotonic() + 3600
+                self.store.delete_older_than(time.time() - days * 86400)
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         self.flusher.start()
@@ -97,7 +127,8 @@ class ChatServer:
                         sock, addr = self._listener.accept()
                     except OSError:
                         continue
-                    self._start_handler(sock, addr)
+                    if self._admit(sock, addr):
+                        self._start_handler(sock, addr)
         finally:
             self._stopped.set()
 

@@ -62,7 +62,8 @@ def hello(h: ClientHandler, req: m.Hello) -> dict:
     cfg = h.server.config
     return {"server": APP_NAME, "version": PROTOCOL_VERSION, "app_version": APP_VERSION,
             "motd": cfg.motd, "max_text": cfg.max_text, "max_frame": cfg.max_frame,
-            "max_upload": cfg.max_upload, "keepalive": cfg.keepalive_after}
+            "max_upload": cfg.max_upload, "keepalive": cfg.keepalive_after,
+            "policy": cfg.policy.to_wire()}
 
 
 def _account_call(fn, *args):
@@ -79,6 +80,11 @@ def _log_in(h: ClientHandler, name: str, display: str, new: bool) -> dict:
     still holds the dead connection for up to a minute, and the reconnecting client must win.
     """
     server = h.server
+    banned = server.moderation.ban_of(name)
+    if banned is not False:
+        until = "until the ban is lifted" if banned is None else \
+            "until " + time.strftime("%Y-%m-%d %H:%M", time.localtime(banned))
+        raise CommandError("banned", f"{name} is banned from this server {until}")
     with server.lock:
         old = server.clients.get(name.lower())
         server.clients[name.lower()] = h
@@ -91,7 +97,7 @@ def _log_in(h: ClientHandler, name: str, display: str, new: bool) -> dict:
     token = server.accounts.new_resume_token(name)
     h._after_reply = lambda: _deliver_pending(h)
     return {"user": name, "display": display, "new": new, "resume_token": token,
-            "replaced": old is not None}
+            "replaced": old is not None, "admin": server.moderation.is_admin(name)}
 
 
 def _deliver_pending(h: ClientHandler) -> None:
@@ -178,9 +184,27 @@ def _member_room(h: ClientHandler, name: str) -> Room:
     return room
 
 
+def _check_may_post(h: ClientHandler, kind: str) -> None:
+    server, policy = h.server, h.server.config.policy
+    muted = server.moderation.mute_of(h.user)
+    if muted is not False:
+        until = "" if muted is None else " until " + time.strftime("%H:%M", time.localtime(muted))
+        raise CommandError("muted", f"you are muted{until}")
+    if kind == "direct" and not policy.private_messages:
+        raise CommandError("disabled", "private messages are turned off on this server")
+    if kind == "public" and policy.public_read_only and not server.moderation.is_admin(h.user):
+        raise CommandError("read_only", "only administrators post in the public room here")
+    wait = server.message_rate.allow(h.user.lower())
+    if wait:
+        raise CommandError("rate_limited",
+                           f"you are sending too fast; wait {max(wait, 0.1):.1f} s")
+
+
 @command(m.Send)
 def send(h: ClientHandler, req: m.Send) -> dict:
     _check_text(h, req.text)
+    if req.kind in ("public", "room", "direct"):
+        _check_may_post(h, req.kind)
     server, now = h.server, time.time()
     if req.kind == "public":
         stored = server.store.add_message(now, h.user, h.display, "public", "", req.text)
@@ -231,6 +255,14 @@ def history(h: ClientHandler, req: m.History) -> dict:
     return {"messages": [s.to_dict() for s in h.server.store.history(conv, limit, req.before)]}
 
 
+def capped(key: str, items: list, h: ClientHandler) -> dict:
+    """A listing cut to the server's list_max, saying so when it was cut."""
+    limit = h.server.config.policy.limits.list_max
+    if len(items) <= limit:
+        return {key: items}
+    return {key: items[:limit], "truncated": True, "total": len(items)}
+
+
 def _user_entry(name: str, display: str, online: bool) -> dict:
     return {"name": name, "display": display, "online": online}
 
@@ -240,17 +272,19 @@ def list_users(h: ClientHandler, req: m.ListUsers) -> dict:
     with h.server.lock:
         online = set(h.server.clients)
     users = h.server.store.all_users()
-    return {"users": [_user_entry(n, d, n.lower() in online) for n, d in users]}
+    return capped("users", [_user_entry(n, d, n.lower() in online) for n, d in users], h)
 
 
 @command(m.ListOnline)
 def list_online(h: ClientHandler, req: m.ListOnline) -> dict:
     clients = sorted(h.server.online(), key=lambda c: (c.user or "").lower())
-    return {"users": [_user_entry(c.user, c.display, True) for c in clients if c.user]}
+    return capped("users", [_user_entry(c.user, c.display, True) for c in clients if c.user], h)
 
 
 @command(m.OpenSession)
 def open_session(h: ClientHandler, req: m.OpenSession) -> dict:
+    if not h.server.config.policy.private_messages:
+        raise CommandError("disabled", "private messages are turned off on this server")
     record = h.server.store.get_user(req.user)
     if record is None:
         raise CommandError("no_such_user", f"there is no user named {req.user!r}")
@@ -265,6 +299,19 @@ def close_session(h: ClientHandler, req: m.CloseSession) -> dict:
     with h.server.lock:
         h.server.sessions.pop(h.user.lower(), None)
     return {}
+
+
+@command(m.Moderate)
+def moderate(h: ClientHandler, req: m.Moderate) -> dict:
+    from .moderation import ModerationError
+
+    if not h.server.moderation.is_admin(h.user):
+        raise CommandError("not_admin", "only administrators can do that")
+    try:
+        done = h.server.moderation.perform(h.user, req.action, req.target, req.minutes, req.text)
+    except ModerationError as exc:
+        raise CommandError(exc.code, exc.message) from None
+    return {"done": done}
 
 
 # Importing these registers their commands in COMMANDS (they import this module first).

@@ -6,6 +6,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .policy import Policy
+
 DEFAULT_PORT = 5150
 
 
@@ -36,3 +38,7 @@ class ServerConfig:
     scan_interval: float = 1.0          # how often the files dir is checked for changes
     motd: str = "Welcome to Parley."
     console: bool = False
+    tls: bool = True                    # --no-tls: plain TCP, readable by anyone on the network
+    tls_cert: Path | None = None        # None: data_dir/tls/cert.pem, created on first start
+    tls_key: Path | None = None
+    policy: Policy = field(default_factory=Policy)

@@ -7,8 +7,6 @@ import threading
 import time
 from typing import TYPE_CHECKING, TextIO
 
-from protocol import messages as m
-
 if TYPE_CHECKING:
     from .chat_server import ChatServer
 
@@ -17,7 +15,18 @@ HELP = """commands:
   ls            open one-to-one sessions    lr           rooms
   lru <room>    users in a room             kick <user>  disconnect a user
   say <text>    message from SERVER to all  x            shut down cleanly
+  ban <user|address> [minutes] [reason]     unban <user|address>
+  mute <user> [minutes]                     unmute <user>
+  announce <text>                           rm <file>    remove a shared file
+  purge public | room:NAME | direct:A:B     bans         list active bans
+  op <user> / deop <user>  make / unmake an administrator
+  audit [n]     the last n audit log entries
   help          this list"""
+
+# console word -> moderation action
+MODERATION = {"ban": "ban", "unban": "unban", "mute": "mute", "unmute": "unmute",
+              "announce": "announce", "rm": "remove_file", "purge": "purge", "op": "op",
+              "deop": "deop"}
 
 
 class AdminConsole:
@@ -39,6 +48,30 @@ class AdminConsole:
 
     def _print(self, text: str) -> None:
         print(text, file=self.out, flush=True)
+
+    def _moderate(self, cmd: str, arg: str) -> None:
+        from .moderation import ModerationError
+
+        words = arg.split()
+        target, minutes, text = "", None, ""
+        if cmd in ("say", "announce"):
+            action, text = "announce", arg
+        elif cmd == "kick":
+            action, target = "kick", arg
+        else:
+            action = MODERATION[cmd]
+            target = words[0] if words else ""
+            rest = words[1:]
+            if rest and rest[0].isdigit() and action in ("ban", "mute"):
+                minutes = int(rest.pop(0))
+            text = " ".join(rest)
+        if action != "announce" and not target:
+            self._print(f"error: {cmd} needs a target; type help")
+            return
+        try:
+            self._print(self.server.moderation.perform("console", action, target, minutes, text))
+        except ModerationError as exc:
+            self._print(f"error: {exc.message}")
 
     def execute(self, line: str) -> bool:
         """Run one console line. Returns False once the console should stop."""
@@ -86,22 +119,21 @@ class AdminConsole:
                 self._print(f"error: no room named {arg!r}")
             else:
                 self._print(" ".join(members) or "(empty)")
-        elif cmd == "kick":
-            client = server.get_client(arg)
-            if client is None:
-                self._print(f"error: {arg!r} is not connected")
-            else:
-                client.disconnect("kicked", "you were disconnected by the administrator")
-                self._print(f"kicked {client.user}")
-        elif cmd == "say":
-            if not arg:
-                self._print("error: say needs a text")
-            else:
-                stored = server.store.add_message(time.time(), "SERVER", "SERVER", "public", "",
-                                                  arg)
-                count = server.broadcast(m.ChatMessage(stored.msg_id, stored.ts, "SERVER",
-                                                       "SERVER", "public", "", arg))
-                self._print(f"sent to {count} clients")
+        elif cmd in ("kick", "say") or cmd in MODERATION:
+            self._moderate(cmd, arg)
+        elif cmd == "bans":
+            bans = server.store.active_bans(time.time())
+            for kind, value, until, reason, by in bans:
+                when = "until lifted" if until is None else \
+                    "until " + time.strftime("%Y-%m-%d %H:%M", time.localtime(until))
+                self._print(f"{kind:<8} {value:<32} {when}  by {by}  {reason}")
+            self._print(f"{len(bans)} bans")
+        elif cmd == "audit":
+            count = int(arg) if arg.isdigit() else 20
+            for entry in server.moderation.audit.entries()[-count:]:
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["ts"]))
+                self._print(f"{when} {entry['actor']}: {entry['action']} {entry['target']}"
+                            f" -> {entry.get('result', '')}")
         elif cmd in ("x", "exit", "quit"):
             self._print("shutting down")
             self.on_exit()

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from protocol import messages as m
 
-from .commands import DEFERRED, CommandError, command
+from .commands import DEFERRED, CommandError, capped, command
 
 if TYPE_CHECKING:
     from .chat_server import ChatServer
@@ -80,7 +80,7 @@ def _library_call(fn, *args, **kwargs):
 
 @command(m.ListFiles)
 def list_files(h: ClientHandler, req: m.ListFiles) -> dict:
-    return {"files": [e.to_dict() for e in _files(h).library.list()]}
+    return capped("files", [e.to_dict() for e in _files(h).library.list()], h)
 
 
 def _offer(h: ClientHandler, req: m.Download, hash_wait: float) -> dict:
@@ -116,6 +116,12 @@ def download(h: ClientHandler, req: m.Download) -> dict | object:
 
 @command(m.UploadBegin)
 def upload_begin(h: ClientHandler, req: m.UploadBegin) -> dict:
+    policy = h.server.config.policy
+    if not policy.uploads and not h.server.moderation.is_admin(h.user):
+        raise CommandError("disabled", "uploads are turned off on this server")
+    if not policy.extension_allowed(req.name):
+        raise CommandError("extension_not_allowed",
+                           "this server accepts only " + ", ".join(policy.allowed_extensions))
     upload = _library_call(_files(h).uploads.begin, h.user, req.name, req.size, req.sha256)
     h.uploads.add(upload.upload_id)
     return {"upload_id": upload.upload_id, "chunk_size": UPLOAD_CHUNK}

@@ -6,10 +6,12 @@ from __future__ import annotations
 import logging
 import secrets
 import socket
+import ssl
 import threading
 import time
 from typing import TYPE_CHECKING
 
+from parley_common.tlsbio import TLSChannel
 from protocol import (
     BadMessage,
     Connection,
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("parley.handler")
 SMALL_RECV, LARGE_RECV = 4096, 65536
+TLS_HANDSHAKE_TIMEOUT = 10.0  # checked by check_idle, so the drop comes within a poll after
 
 
 class ClientHandler:
@@ -54,8 +57,11 @@ class ClientHandler:
         # A fixed kernel send buffer (no autotuning to 4 MiB): a stuck client then reaches its
         # SendQ limit after a bounded amount of memory, and a LAN needs no more than this.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, server.config.socket_sndbuf)
+        # With TLS the socket stays plain: this reader decrypts, the flusher encrypts.
+        self.tls = TLSChannel(server.tls.context, server_side=True) if server.tls else None
         self.out = OutgoingQueue(sock, server.config.sendq_limit, server.flusher,
-                                 on_fail=self.disconnect)
+                                 on_fail=self.disconnect,
+                                 transform=self.tls.encrypt if self.tls else None)
         self._reader = threading.Thread(target=self._run, name=f"reader-{address[0]}:{address[1]}",
                                         daemon=True)
 
@@ -129,6 +135,10 @@ class ClientHandler:
                 size = LARGE_RECV if len(data) == size else SMALL_RECV
                 self._last_heard = time.monotonic()
                 self._ping_nonce = None
+                if self.tls is not None:
+                    data = self._decrypt(data)
+                    if data is None:
+                        continue
                 try:
                     self.conn.receive_data(data)
                 except RemoteProtocolError as exc:
@@ -145,9 +155,31 @@ class ClientHandler:
         finally:
             self.disconnect("closed", "connection lost")
 
+    def _decrypt(self, raw: bytes) -> bytes | None:
+        """Plaintext for the protocol (b"" at the end of the stream), or None when these bytes
+        completed nothing readable yet (handshake, partial record)."""
+        if not raw:
+            return b""
+        try:
+            plain = self.tls.feed_incoming(raw)
+        except ssl.SSLError as exc:
+            # Not TLS (a plain client, a port scanner) or a damaged record: nothing we could
+            # say would be readable, so just close.
+            log.info("%r: TLS failed: %s", self, exc)
+            return b""
+        if self.tls.wants_write:
+            self.out.put(b"")  # handshake replies and alerts leave through the flusher
+        if plain or not self.tls.peer_closed:
+            return plain or None
+        return b""
+
     def check_idle(self) -> None:
         """Called periodically by the server's housekeeping thread."""
         if self._closed.is_set():
+            return
+        if (self.tls is not None and not self.tls.established
+                and time.time() - self.connected_at >= TLS_HANDSHAKE_TIMEOUT):
+            self.disconnect("timeout", "no TLS handshake")
             return
         silent = time.monotonic() - self._last_heard
         if silent >= self.server.config.dead_after:

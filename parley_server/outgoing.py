@@ -25,8 +25,13 @@ DRAINED, MORE, BLOCKED, FAILED = range(4)
 
 class OutgoingQueue:
     def __init__(self, sock: socket.socket, limit_bytes: int, flusher: Flusher, *,
-                 on_fail: Callable[[str, str], None]) -> None:
+                 on_fail: Callable[[str, str], None],
+                 transform: Callable[[bytes], bytes] | None = None) -> None:
         self.sock = sock
+        # Applied by flush() to each batch as a whole (TLS encryption: one call per batch).
+        # An empty item then still means something: "flush what the transform holds".
+        self._transform = transform
+        self._unsent = b""  # output of an earlier flush the socket did not take; flusher only
         self._limit = limit_bytes
         self._flusher = flusher
         self._on_fail = on_fail  # (code, reason); called at most once, never under our lock
@@ -79,17 +84,23 @@ class OutgoingQueue:
     def flush(self) -> int:
         """Write what is queued without blocking. Called by the flusher thread only."""
         with self._lock:
-            if self._failed or not self._items:
+            if self._failed or not (self._items or self._unsent):
                 self._scheduled = False
                 self._drained.set()
                 return DRAINED
             items, self._items = self._items, []
         data = items[0] if len(items) == 1 else b"".join(items)
         try:
-            sent = self.sock.send(data, _DONTWAIT)
+            if self._transform is not None and items:
+                plain_len, data = len(data), self._transform(data)
+                with self._lock:
+                    self._size += len(data) - plain_len
+            if self._unsent:
+                data, self._unsent = self._unsent + data, b""
+            sent = self.sock.send(data, _DONTWAIT) if data else 0
         except (BlockingIOError, InterruptedError):
             sent = 0
-        except OSError as exc:
+        except OSError as exc:  # ssl.SSLError from the transform is one too
             with self._lock:
                 already, self._failed, self._open = self._failed, True, False
                 self._items.clear()
@@ -101,7 +112,7 @@ class OutgoingQueue:
         with self._lock:
             self._size -= sent
             if sent < len(data):
-                self._items.insert(0, data[sent:])
+                self._unsent = data[sent:]
                 return BLOCKED
             if self._items:
                 return MORE

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from protocol import messages as m
 
 from .accounts import valid_name
-from .commands import CommandError, command
+from .commands import CommandError, capped, command
 
 if TYPE_CHECKING:
     from .chat_server import Room
@@ -45,6 +45,11 @@ def join_room(h: ClientHandler, req: m.JoinRoom) -> dict:
         if created:
             if len(server.rooms) >= MAX_ROOMS:
                 raise CommandError("too_many_rooms", "the server has too many rooms open")
+            limit = server.config.policy.limits.rooms_per_user
+            mine = sum(1 for r in server.rooms.values() if r.creator.lower() == h.user.lower())
+            if mine >= limit:
+                raise CommandError("too_many_rooms",
+                                   f"you already have {mine} rooms open; close one first")
             room = server.rooms[req.room.lower()] = Room(req.room, h.user)
         already = h.user.lower() in room.members
         room.members[h.user.lower()] = h.user
@@ -88,8 +93,8 @@ def close_room(h: ClientHandler, req: m.CloseRoom) -> dict:
 def list_rooms(h: ClientHandler, req: m.ListRooms) -> dict:
     with h.server.lock:
         rooms = sorted(h.server.rooms.values(), key=lambda r: r.name.lower())
-        return {"rooms": [{"name": r.name, "creator": r.creator, "members": len(r.members)}
-                          for r in rooms]}
+        return capped("rooms", [{"name": r.name, "creator": r.creator, "members": len(r.members)}
+                                for r in rooms], h)
 
 
 @command(m.RoomMembers)

@@ -6,11 +6,15 @@ import socket
 import sys
 import threading
 
+from parley_common.tlsbio import format_fingerprint, short_fingerprint
+from protocol.join_code import encode_join_code
+
 from .chat_server import ChatServer
 from .config import ServerConfig
 from .console import AdminConsole
 from .discovery import DiscoveryResponder
 from .file_sharing import attach_file_sharing
+from .tls_setup import TLSSetupError
 
 
 def lan_addresses() -> list[str]:
@@ -39,8 +43,10 @@ def _start_discovery(config: ServerConfig, server: ChatServer) -> DiscoveryRespo
     # loopback only answers only there, staying invisible to the LAN.
     bind = "0.0.0.0" if config.host in ("0.0.0.0", "::", "") else config.host
     port = server.address[1]
+    fp = server.tls.fingerprint if server.tls is not None else None
     responder = DiscoveryResponder(
-        lambda: {"name": socket.gethostname(), "port": port, "users": len(server.online())},
+        lambda: {"name": socket.gethostname(), "port": port, "users": len(server.online()),
+                 "fingerprint": format_fingerprint(fp) if fp else None},
         bind=bind)
     try:
         responder.start()
@@ -50,6 +56,28 @@ def _start_discovery(config: ServerConfig, server: ChatServer) -> DiscoveryRespo
         return None
     print(f"  answering LAN discovery on UDP port {responder.port}", flush=True)
     return responder
+
+
+def _print_join_code(server: ChatServer, host: str, port: int) -> None:
+    if server.tls is None:
+        return
+    try:
+        code = encode_join_code(host, port, server.tls.fingerprint)
+    except ValueError:
+        return  # a --host the code cannot carry (not a plain name or address)
+    print(f"    join code: {code}", flush=True)
+
+
+def _print_tls(server: ChatServer) -> None:
+    tls = server.tls
+    if tls is None:
+        print("WARNING: TLS is off (--no-tls): anyone on the network can read the chat, "
+              "passwords included. Use this for testing only.", file=sys.stderr, flush=True)
+        return
+    made = " (new certificate)" if tls.generated else ""
+    print(f"  TLS fingerprint{made}: {format_fingerprint(tls.fingerprint)}", flush=True)
+    print(f"    short form: {short_fingerprint(tls.fingerprint)}"
+          f"  (certificate {tls.cert_path})", flush=True)
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:
@@ -74,6 +102,9 @@ def run_server(config: ServerConfig, stop: threading.Event, discovery: bool = Tr
             print(f"created {folder}", flush=True)
     try:
         server = ChatServer(config)
+    except TLSSetupError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
     except OSError as exc:
         print(f"error: cannot listen on {config.host}:{config.port}: {exc.strerror}",
               file=sys.stderr, flush=True)
@@ -85,8 +116,11 @@ def run_server(config: ServerConfig, stop: threading.Event, discovery: bool = Tr
     if config.host in ("0.0.0.0", "::", ""):
         for ip in lan_addresses():
             print(f"  people can connect to {ip} port {port}", flush=True)
+            _print_join_code(server, ip, port)
     else:
         print(f"  address {config.host} port {port}", flush=True)
+        _print_join_code(server, config.host, port)
+    _print_tls(server)
     print(f"  shared files: {config.files_dir.resolve()}", flush=True)
     print(f"  data:         {config.data_dir.resolve()}", flush=True)
     responder = _start_discovery(config, server) if discovery else None

@@ -41,6 +41,16 @@ CREATE TABLE IF NOT EXISTS messages (
     text TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_conv ON messages(conv, id);
+CREATE TABLE IF NOT EXISTS admins (name_key TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS bans (       -- kind "user" (value: name key) or "address" (an IP)
+    kind TEXT NOT NULL,
+    value TEXT NOT NULL,
+    until REAL,                         -- epoch seconds; NULL = until lifted
+    reason TEXT NOT NULL,
+    by TEXT NOT NULL,
+    PRIMARY KEY (kind, value)
+);
+CREATE TABLE IF NOT EXISTS mutes (name_key TEXT PRIMARY KEY, until REAL, by TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS pending (    -- direct messages waiting for an offline recipient
     user_key TEXT NOT NULL,
     msg_id INTEGER NOT NULL REFERENCES messages(id),
@@ -258,6 +268,53 @@ class Store:
     def clear_pending(self, user: str, upto_msg_id: int) -> None:
         self._write(lambda db: db.execute(
             "DELETE FROM pending WHERE user_key = ? AND msg_id <= ?", (user.lower(), upto_msg_id)))
+
+    def purge_conversation(self, conv: str) -> int:
+        """Delete a conversation's history (stored undelivered messages stay deliverable)."""
+        return self._write(lambda db: db.execute(
+            "DELETE FROM messages WHERE conv = ? AND id NOT IN (SELECT msg_id FROM pending)",
+            (conv,)).rowcount)
+
+    def delete_older_than(self, cutoff_ts: float) -> int:
+        return self._write(lambda db: db.execute(
+            "DELETE FROM messages WHERE ts < ? AND id NOT IN (SELECT msg_id FROM pending)",
+            (cutoff_ts,)).rowcount)
+
+    # ------------------------------------------------------------ moderation state
+
+    def set_admin(self, name: str, admin: bool) -> None:
+        sql = ("INSERT OR IGNORE INTO admins(name_key) VALUES (?)" if admin
+               else "DELETE FROM admins WHERE name_key = ?")
+        self._write(lambda db: db.execute(sql, (name.lower(),)))
+
+    def is_admin(self, name: str) -> bool:
+        return bool(self._read("SELECT 1 FROM admins WHERE name_key = ?", (name.lower(),)))
+
+    def set_ban(self, kind: str, value: str, until: float | None, reason: str, by: str) -> None:
+        self._write(lambda db: db.execute(
+            "INSERT OR REPLACE INTO bans(kind, value, until, reason, by) VALUES (?,?,?,?,?)",
+            (kind, value.lower(), until, reason, by)))
+
+    def lift_ban(self, kind: str, value: str) -> bool:
+        return bool(self._write(lambda db: db.execute(
+            "DELETE FROM bans WHERE kind = ? AND value = ?", (kind, value.lower())).rowcount))
+
+    def active_bans(self, now: float) -> list[tuple[str, str, float | None, str, str]]:
+        return self._read("SELECT kind, value, until, reason, by FROM bans"
+                          " WHERE until IS NULL OR until > ? ORDER BY kind, value", (now,))
+
+    def set_mute(self, name: str, until: float | None, by: str) -> None:
+        self._write(lambda db: db.execute(
+            "INSERT OR REPLACE INTO mutes(name_key, until, by) VALUES (?,?,?)",
+            (name.lower(), until, by)))
+
+    def lift_mute(self, name: str) -> bool:
+        return bool(self._write(lambda db: db.execute(
+            "DELETE FROM mutes WHERE name_key = ?", (name.lower(),)).rowcount))
+
+    def active_mutes(self, now: float) -> list[tuple[str, float | None]]:
+        return self._read("SELECT name_key, until FROM mutes WHERE until IS NULL OR until > ?",
+                          (now,))
 
     def trim_history(self, keep_per_conversation: int) -> None:
         self._write(lambda db: db.execute(

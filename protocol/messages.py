@@ -20,7 +20,8 @@ from typing import Any, ClassVar
 from .errors import RemoteProtocolError
 
 MAX_ID = 2**53 - 1  # largest integer a JSON peer in any language reads exactly
-_COUNTS = frozenset({"id", "nonce", "offset", "size", "limit", "msg_id", "before", "block_size"})
+_COUNTS = frozenset({"id", "nonce", "offset", "size", "limit", "msg_id", "before", "block_size",
+                     "minutes"})
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,18 @@ class UploadAbort(Request):
 
 
 @dataclass(frozen=True)
+class Moderate(Request):
+    """An administrator's action: kick, ban, unban, mute, unmute, announce, remove_file, purge,
+    op, deop. target is a username, an IP address (ban/unban), a file name or a conversation."""
+
+    TYPE: ClassVar[str] = "moderate"
+    action: str
+    target: str = ""
+    minutes: int | None = None
+    text: str = ""
+
+
+@dataclass(frozen=True)
 class Pong(Message):
     """The client's answer to a server Ping. Not a request: no reply."""
 
@@ -290,7 +303,7 @@ CLIENT_MESSAGES: dict[str, type[Message]] = {
     for cls in (
         Hello, Register, Login, Resume, Logout, Send, ListUsers, ListOnline, ListRooms, RoomMembers,
         JoinRoom, LeaveRoom, CloseRoom, OpenSession, CloseSession, Rename, History, ListFiles,
-        Download, UploadBegin, UploadChunk, UploadEnd, UploadAbort, Pong,
+        Download, UploadBegin, UploadChunk, UploadEnd, UploadAbort, Moderate, Pong,
     )
 }
 SERVER_MESSAGES: dict[str, type[Message]] = {

@@ -62,6 +62,14 @@ def display():
 
 
 @pytest.fixture(autouse=True)
+def _private_client_config(monkeypatch, tmp_path_factory):
+    """Clients (and CLI subprocesses, which inherit the environment) keep their settings and
+    pinned server certificates in a fresh folder, never in the real user's config folder:
+    test servers on reused ports have new certificates, which a shared pin list would refuse."""
+    monkeypatch.setenv("PARLEY_CONFIG_DIR", str(tmp_path_factory.mktemp("client-config")))
+
+
+@pytest.fixture(autouse=True)
 def _display_for_gui_tests(request):
     """Give every test marked `gui` the display, without naming the fixture."""
     if request.node.get_closest_marker("gui") is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 from parley_server.chat_server import ChatServer
 from parley_server.config import ServerConfig
 from parley_server.file_sharing import attach_file_sharing
+from parley_server.policy import Limits, Policy
 
 REPO = Path(__file__).resolve().parent.parent
 FAST_SCRYPT_N = 2**10  # tests hash many passwords; the cost parameter is stored per user
@@ -27,6 +29,17 @@ class RunningServer:
     files_dir: Path
     data_dir: Path
 
+    @property
+    def fingerprint(self) -> str | None:
+        """The certificate's SHA-256 (64 hex digits), None when TLS is off."""
+        return self.server.tls.fingerprint if self.server.tls is not None else None
+
+    def connect(self, timeout: float | None = 10.0) -> socket.socket:
+        """A blocking socket to the server, TLS-wrapped when the server uses TLS: for tests
+        that write raw bytes into the chat protocol."""
+        return open_socket(self.host, self.port, tls=self.server.tls is not None,
+                           timeout=timeout)
+
     def stop(self) -> None:
         self.server.shutdown()
 
@@ -39,13 +52,37 @@ def make_config(tmp_path: Path, **kwargs) -> ServerConfig:
     kwargs.setdefault("port", 0)
     kwargs.setdefault("scrypt_n", FAST_SCRYPT_N)
     kwargs.setdefault("scan_interval", 0.2)
+    # Tests send faster than any person; the limits have tests of their own.
+    kwargs.setdefault("policy", Policy(limits=Limits(message_rate=10_000, message_burst=10_000)))
     return ServerConfig(files_dir=files_dir, data_dir=data_dir, **kwargs)
 
 
+def insecure_client_context() -> ssl.SSLContext:
+    """A client context that accepts any certificate: test clients do not pin."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def open_socket(host: str, port: int, *, tls: bool = True,
+                timeout: float | None = 10.0, source: str | None = None) -> socket.socket:
+    sock = socket.create_connection((host, port), timeout=timeout,
+                                    source_address=(source, 0) if source else None)
+    if tls:
+        try:
+            sock = insecure_client_context().wrap_socket(sock)
+        except (OSError, ssl.SSLError):
+            sock.close()
+            raise
+    return sock
+
+
 @contextlib.contextmanager
-def running_server(tmp_path: Path, *, files: bool = True, **kwargs):
-    """A real ChatServer in this process on 127.0.0.1 (port 0 unless port= is given)."""
-    config = make_config(tmp_path, **kwargs)
+def running_server(tmp_path: Path, *, files: bool = True, tls: bool = True, **kwargs):
+    """A real ChatServer in this process on 127.0.0.1 (port 0 unless port= is given), with
+    TLS (a certificate made in its data dir) unless tls=False."""
+    config = make_config(tmp_path, tls=tls, **kwargs)
     server = ChatServer(config)
     if files:
         attach_file_sharing(server)

@@ -243,3 +243,31 @@ def test_formatting_of_events():
     assert format_message({"kind": "public", "target": "", "sender": "SERVER",
                            "sender_display": "SERVER", "text": "maintenance"}, None) == \
         "[public] SERVER: maintenance"
+
+
+def test_admin_commands_from_the_terminal(tmp_path, clis):
+    from parley_server.policy import Limits, Policy
+
+    policy = Policy(admins=["teach"], limits=Limits(message_rate=1000, message_burst=1000))
+    with running_server(tmp_path, files=False, policy=policy) as srv:
+        t = clis("127.0.0.1", str(srv.port))
+        t.send("register teach pw-teach-1")
+        t.expect(r"logged in as teach")
+        s = clis("127.0.0.1", str(srv.port))
+        s.send("register stu pw-stu-1")
+        s.expect(r"logged in as stu")
+        s.send("kick teach")
+        assert s.expect(r"^error:").startswith("error: ")
+        t.send("mute stu 5")
+        t.expect(r"muted stu for 5 min")
+        s.send("bm hello?")
+        assert "muted" in s.expect(r"^error:")
+        t.send("unmute stu")
+        t.expect(r"unmuted stu")
+        t.send("announce quiz in 5 minutes")
+        s.expect(r"SERVER: quiz in 5 minutes")
+        t.send("kick stu go home")
+        t.expect(r"kicked stu")
+        s.expect(r"go home")
+    assert [e["action"] for e in srv.server.moderation.audit.entries()] == \
+        ["mute", "unmute", "announce", "kick"]

@@ -112,6 +112,7 @@ CLIENT_SAMPLES: list[m.Message] = [
     m.UploadChunk(121, "f00d", 0, "aGVsbG8="),
     m.UploadEnd(122, "f00d"),
     m.UploadAbort(123, "f00d"),
+    m.Moderate(124, "ban", "bob", 30, "flooding"),
     m.Pong(2**31 - 1),
 ]
 SERVER_SAMPLES: list[m.Message] = [

@@ -48,7 +48,7 @@ def test_junk_drops_only_the_sender(tmp_path, junk):
             WireClient(srv.host, srv.port) as a, WireClient(srv.host, srv.port) as b:
         a.register("alice")
         b.register("bob")
-        with socket.create_connection((srv.host, srv.port), timeout=5) as bad:
+        with srv.connect(timeout=5) as bad:  # TLS-wrapped: the junk reaches the framing
             bad.sendall(junk)
             said = assert_dropped(bad)
         assert b'"type":"bye"' in said and b"protocol_error" in said
@@ -58,7 +58,7 @@ def test_junk_drops_only_the_sender(tmp_path, junk):
 
 def test_silent_connections_and_half_frames_do_not_block_others(tmp_path):
     with running_server(tmp_path, files=False) as srv:
-        idle = [socket.create_connection((srv.host, srv.port)) for _ in range(20)]
+        idle = [srv.connect(timeout=None) for _ in range(20)]
         idle[0].sendall(struct.pack(">I", 1000) + b"{")  # a frame that never completes
         with WireClient(srv.host, srv.port) as a, WireClient(srv.host, srv.port) as b:
             a.register("alice")

@@ -259,7 +259,10 @@ def test_refused_resume_leaves_session_connected_but_logged_out(tmp_path, sessio
     assert rec.wait_type(Disconnected).will_reconnect is True
     queued = s.send("public", "", "to a server that forgot me")
     # A different server (fresh data dir) on the same port does not know alice's token.
-    with running_server(tmp_path / "two", files=False, port=port):
+    # It keeps the first one's certificate: another certificate would be refused (the pin).
+    tls = srv.server.tls
+    with running_server(tmp_path / "two", files=False, port=port, tls_cert=tls.cert_path,
+                        tls_key=tls.key_path):
         assert rec.wait_type(LoggedOut).reason.startswith("logging in again was refused")
         assert rec.wait_type(Reconnected) == Reconnected(None)
         with pytest.raises(SessionError) as err:

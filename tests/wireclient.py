@@ -7,6 +7,8 @@ import itertools
 import socket
 import time
 
+from serverutil import open_socket
+
 from protocol import Connection, ConnectionClosed, Role
 from protocol import messages as m
 from protocol.version import PROTOCOL_VERSION
@@ -19,8 +21,10 @@ class ReplyError(Exception):
 
 
 class WireClient:
-    def __init__(self, host: str, port: int, timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, host: str, port: int, timeout: float = 10.0, *, tls: bool = True,
+                 source: str | None = None) -> None:
+        # A blocking SSLSocket is fine here: this client uses its socket from one thread.
+        self.sock = open_socket(host, port, tls=tls, timeout=timeout, source=source)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.conn = Connection(Role.CLIENT)
         self.timeout = timeout

@@ -1,0 +1,223 @@
+"""Moderation: admins, bans (of users and addresses), mutes, kicks, announcements, file removal
+and history purges. The console and users marked admin use the same actions; every action is
+written to the audit log in the data dir."""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from protocol import messages as m
+
+from .audit import AuditLog
+from .store import conversation_key
+
+if TYPE_CHECKING:
+    from .chat_server import ChatServer
+
+SERVER_NAME = "SERVER"
+
+
+class ModerationError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _until(minutes: int | None) -> float | None:
+    return None if not minutes else time.time() + 60 * minutes
+
+
+def _for(minutes: int | None) -> str:
+    return "until lifted" if not minutes else f"for {minutes} min"
+
+
+class Moderation:
+    def __init__(self, server: ChatServer) -> None:
+        self.server = server
+        self.store = server.store
+        self.audit = AuditLog(server.config.data_dir / "audit.log")
+        self._lock = threading.Lock()
+        now = time.time()
+        # Checked on every login, connection and message: kept in memory, persisted in SQLite.
+        self._bans = {(k, v): until for k, v, until, _r, _b in self.store.active_bans(now)}
+        self._mutes = dict(self.store.active_mutes(now))
+        for name in server.config.policy.admins:
+            self.store.set_admin(name, True)
+
+    # ------------------------------------------------------------ checks
+
+    def is_admin(self, user: str | None) -> bool:
+        return user is not None and self.store.is_admin(user)
+
+    def _active(self, table: dict, key) -> float | None | bool:
+        """False when not present or expired; else the expiry (None: until lifted)."""
+        with self._lock:
+            if key not in table:
+                return False
+            until = table[key]
+            if until is not None and until <= time.time():
+                del table[key]
+                return False
+            return until
+
+    def ban_of(self, user: str) -> float | None | bool:
+        return self._active(self._bans, ("user", user.lower()))
+
+    def address_banned(self, ip: str) -> bool:
+        return self._active(self._bans, ("address", ip.lower())) is not False
+
+    def mute_of(self, user: str) -> float | None | bool:
+        return self._active(self._mutes, user.lower())
+
+    # ------------------------------------------------------------ actions
+
+    def perform(self, actor: str, action: str, target: str = "", minutes: int | None = None,
+                text: str = "") -> str:
+        """Run one moderation action; returns a sentence saying what was done."""
+        fn = getattr(self, "_" + action, None)
+        if action.startswith("_") or fn is None or action not in ACTIONS:
+            raise ModerationError("bad_message", f"unknown moderation action {action!r}")
+        if minutes is not None and not 0 <= minutes <= 10 * 365 * 24 * 60:
+            raise ModerationError("bad_message", "minutes must be between 0 and ten years")
+        summary = fn(actor, target.strip(), minutes, text)
+        self.audit.record(actor, action, target, minutes=minutes, text=text or None,
+                          result=summary)
+        return summary
+
+    def _user(self, name: str) -> str:
+        record = self.store.get_user(name)
+        if record is None:
+            raise ModerationError("no_such_user", f"there is no user named {name!r}")
+        return record.name
+
+    def _kick(self, actor, target, minutes, text) -> str:
+        client = self.server.get_client(target)
+        if client is None:
+            raise ModerationError("no_such_user", f"{target!r} is not connected")
+        client.disconnect("kicked", text or f"you were disconnected by {actor}")
+        return f"kicked {client.user}"
+
+    def _ban(self, actor, target, minutes, text) -> str:
+        if _is_address(target):
+            with self._lock:
+                self._bans[("address", target.lower())] = _until(minutes)
+            self.store.set_ban("address", target, _until(minutes), text, actor)
+            with self.server.lock:
+                victims = [h for h in self.server.handlers if h.ip == target]
+            for h in victims:
+                h.disconnect("banned", "this address is banned from the server")
+            return f"banned address {target} {_for(minutes)} ({len(victims)} connections closed)"
+        name = self._user(target)
+        if self.is_admin(name):
+            raise ModerationError("not_allowed", "an administrator cannot be banned")
+        with self._lock:
+            self._bans[("user", name.lower())] = _until(minutes)
+        self.store.set_ban("user", name, _until(minutes), text, actor)
+        client = self.server.get_client(name)
+        if client is not None:
+            client.disconnect("banned", text or f"you were banned {_for(minutes)}")
+        return f"banned {name} {_for(minutes)}"
+
+    def _unban(self, actor, target, minutes, text) -> str:
+        kind = "address" if _is_address(target) else "user"
+        with self._lock:
+            found = self._bans.pop((kind, target.lower()), False) is not False
+        found = self.store.lift_ban(kind, target) or found
+        if not found:
+            raise ModerationError("not_found", f"{target!r} is not banned")
+        return f"lifted the ban on {target}"
+
+    def _mute(self, actor, target, minutes, text) -> str:
+        name = self._user(target)
+        with self._lock:
+            self._mutes[name.lower()] = _until(minutes)
+        self.store.set_mute(name, _until(minutes), actor)
+        client = self.server.get_client(name)
+        if client is not None:
+            self._notice_to(client, f"You were muted {_for(minutes)} by {actor}.")
+        return f"muted {name} {_for(minutes)}"
+
+    def _unmute(self, actor, target, minutes, text) -> str:
+        name = self._user(target)
+        with self._lock:
+            self._mutes.pop(name.lower(), None)
+        if not self.store.lift_mute(name):
+            raise ModerationError("not_found", f"{name} is not muted")
+        client = self.server.get_client(name)
+        if client is not None:
+            self._notice_to(client, "You can post again.")
+        return f"unmuted {name}"
+
+    def _announce(self, actor, target, minutes, text) -> str:
+        if not text.strip():
+            raise ModerationError("invalid_text", "an announcement needs a text")
+        stored = self.store.add_message(time.time(), SERVER_NAME, SERVER_NAME, "public", "", text)
+        count = self.server.broadcast(m.ChatMessage(stored.msg_id, stored.ts, SERVER_NAME,
+                                                    SERVER_NAME, "public", "", text))
+        return f"announced to {count} clients"
+
+    def _remove_file(self, actor, target, minutes, text) -> str:
+        files = self.server.files
+        if files is None:
+            raise ModerationError("unavailable", "file sharing is off")
+        from .library import LibraryError
+
+        try:
+            path = files.library.resolve(target)
+            path.unlink()
+            files.library.refresh()  # tells everyone the file is gone
+        except LibraryError as exc:
+            raise ModerationError(exc.code, str(exc)) from None
+        except OSError as exc:
+            raise ModerationError("io_error", f"could not remove {target!r}: {exc.strerror}") from None
+        return f"removed {target}"
+
+    def _purge(self, actor, target, minutes, text) -> str:
+        """target: "public", "room:NAME" or "direct:USER1:USER2"."""
+        kind, _, rest = target.partition(":")
+        if kind == "public":
+            conv = "public"
+        elif kind == "room" and rest:
+            conv = conversation_key("room", "", rest)
+        elif kind == "direct" and rest.count(":") == 1:
+            a, b = rest.split(":")
+            conv = conversation_key("direct", a, b)
+        else:
+            raise ModerationError("bad_message",
+                                  "purge takes public, room:NAME or direct:USER1:USER2")
+        count = self.store.purge_conversation(conv)
+        return f"purged {count} messages from {target}"
+
+    def _op(self, actor, target, minutes, text) -> str:
+        name = self._user(target)
+        self.store.set_admin(name, True)
+        return f"{name} is now an administrator"
+
+    def _deop(self, actor, target, minutes, text) -> str:
+        name = self._user(target)
+        self.store.set_admin(name, False)
+        return f"{name} is no longer an administrator"
+
+    def _notice_to(self, client, text: str) -> None:
+        """A direct message from SERVER (stored, so it has a real id and shows in history)."""
+        if client.user is None:
+            return
+        stored = self.store.add_message(time.time(), SERVER_NAME, SERVER_NAME, "direct",
+                                        client.user, text)
+        client.send_event(m.ChatMessage(stored.msg_id, stored.ts, SERVER_NAME, SERVER_NAME,
+                                        "direct", client.user, text))
+
+
+ACTIONS = ("kick", "ban", "unban", "mute", "unmute", "announce", "remove_file", "purge", "op",
+           "deop")
