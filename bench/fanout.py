@@ -96,14 +96,16 @@ def proc_stats(pid: int) -> tuple[float, int, int]:
 
 
 def reader_main(port, accounts, ready, go, stop, results, tls=False):
-    """Log in this process's share of clients, then read everything until told to stop."""
+    """Log in this process's share of clients, then read everything until told to stop.
+    Once nothing has arrived for half a second (the presence notices of everyone's logins
+    are read), it puts "drained" on `ready`, so latency is measured on a quiet system."""
     t0 = time.perf_counter()
     socks = []
     for name, token in accounts:
         sock, _conn, _ = login(port, name, token, tls=tls)
         sock.setblocking(False)
         socks.append(sock)
-    ready.put(time.perf_counter() - t0)
+    ready.put(("logged_in", time.perf_counter() - t0))
     sel = selectors.DefaultSelector()
     decoders = {}
     for s in socks:
@@ -114,11 +116,17 @@ def reader_main(port, accounts, ready, go, stop, results, tls=False):
     latencies: list[float] = []
     gentle: list[float] = []
     delivered = dups = 0
-    go.wait()
-    while not stop.is_set() or True:
-        events = sel.select(0.2)
+    quiet_since = time.monotonic()
+    drained = False
+    while True:
+        events = sel.select(0.1)
         if not events and stop.is_set():
             break
+        if events:
+            quiet_since = time.monotonic()
+        elif not drained and time.monotonic() - quiet_since > 0.5:
+            drained = True
+            ready.put(("drained", 0.0))
         now = time.time()
         for key, _ in events:
             s = key.fileobj
@@ -235,7 +243,13 @@ def run(n_clients: int, n_senders: int, readers: int, flood_per_sender: int, scr
                      for share in shares]
             for p in procs:
                 p.start()
-            per_proc = [ready.get(timeout=120) for _ in procs]
+            per_proc, drained = [], 0
+            while len(per_proc) < len(procs):
+                what, seconds = ready.get(timeout=120)
+                if what == "logged_in":
+                    per_proc.append(seconds)
+                else:
+                    drained += 1
             login_time = time.perf_counter() - t0
             print(f"{n_clients} clients logged in (resume tokens, {readers} processes) in "
                   f"{login_time:.2f} s (slowest process {max(per_proc):.2f} s)")
@@ -244,6 +258,12 @@ def run(n_clients: int, n_senders: int, readers: int, flood_per_sender: int, scr
                 sock, conn, _ = login(port, f"sender{i}", tls=tls)
                 senders.append((sock, conn))
             cpu0, _rss0, _ = proc_stats(server.pid)
+            t_drain = time.perf_counter()
+            while drained < len(procs):
+                what, _ = ready.get(timeout=180)
+                drained += what == "drained"
+            print(f"presence notices of all logins read by the clients after a further"
+                  f" {time.perf_counter() - t_drain:.2f} s")
             go.set()
 
             # Phase A: gentle rate, latency.

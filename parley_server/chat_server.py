@@ -31,6 +31,7 @@ from .store import Store
 from .tls_setup import load_server_tls
 
 log = logging.getLogger("parley.server")
+PRESENCE_GATHER = 0.05  # seconds presence notices wait to be sent together
 
 
 @dataclass
@@ -58,6 +59,9 @@ class ChatServer:
         self.sessions: dict[str, str] = {}
         self.files = None  # the file-sharing service, attached by attach_files()
         self.flusher = Flusher()
+        self._presence: list[tuple[bytes, ClientHandler | None]] = []
+        self._presence_lock = threading.Lock()
+        self._presence_ready = threading.Event()
         self._shutdown_requested = threading.Event()
         self._stopped = threading.Event()
         self._listener = self._bind(config.host, config.port)
@@ -117,6 +121,7 @@ class ChatServer:
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         self.flusher.start()
         threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True).start()
+        threading.Thread(target=self._presence_loop, name="presence", daemon=True).start()
         try:
             with selectors.DefaultSelector() as sel:
                 sel.register(self._listener, selectors.EVENT_READ)
@@ -187,7 +192,7 @@ class ChatServer:
             left_rooms = self._remove_from_rooms(user)
         for room, members in left_rooms:
             self.send_to(members, m.RoomEvent(room.name, "left", user, handler.display))
-        self.broadcast(m.Presence(user, handler.display, False))
+        self.announce_presence(m.Presence(user, handler.display, False))
 
     def _remove_from_rooms(self, user: str) -> list[tuple[Room, list[str]]]:
         out = []
@@ -201,8 +206,43 @@ class ChatServer:
 
     # ------------------------------------------------------------ delivery
 
+    def announce_presence(self, msg: m.Message, exclude: ClientHandler | None = None) -> None:
+        """Queue a presence change for everyone, gathered for PRESENCE_GATHER seconds.
+
+        When a class logs in at once, every login would otherwise cost one write to every
+        client (a thousand logins, a million writes); gathered, a burst costs one write per
+        client. Chat messages flush what is gathered first, so nobody sees a message from a
+        user before the notice that the user came online.
+        """
+        data = encode_message(msg, self.config.max_frame)
+        with self._presence_lock:
+            self._presence.append((data, exclude))
+        self._presence_ready.set()
+
+    def flush_presence(self) -> None:
+        with self._presence_lock:  # held while queueing, so batches keep their order
+            batch, self._presence = self._presence, []
+            self._presence_ready.clear()
+            if not batch:
+                return
+            everything = b"".join(data for data, _ in batch)
+            excluded = {ex for _, ex in batch if ex is not None}
+            for h in self.online():
+                if h in excluded:
+                    h.enqueue(b"".join(data for data, ex in batch if ex is not h))
+                else:
+                    h.enqueue(everything)
+
+    def _presence_loop(self) -> None:
+        while not self._shutdown_requested.is_set():
+            if self._presence_ready.wait(0.5):
+                self._shutdown_requested.wait(PRESENCE_GATHER)  # let the burst gather
+                self.flush_presence()
+
     def broadcast(self, msg: m.Message, exclude: ClientHandler | None = None) -> int:
         """Encode once, queue for every logged-in client. Returns how many it was queued for."""
+        if self._presence:
+            self.flush_presence()
         data = encode_message(msg, self.config.max_frame)
         count = 0
         for h in self.online():

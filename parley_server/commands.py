@@ -93,7 +93,7 @@ def _log_in(h: ClientHandler, name: str, display: str, new: bool) -> dict:
         old.user = None  # so its teardown does not announce a departure
         old.disconnect("logged_in_elsewhere", "you logged in from another place")
     else:
-        server.broadcast(m.Presence(name, display, True), exclude=h)
+        server.announce_presence(m.Presence(name, display, True), exclude=h)
     token = server.accounts.new_resume_token(name)
     h._after_reply = lambda: _deliver_pending(h)
     return {"user": name, "display": display, "new": new, "resume_token": token,
@@ -227,6 +227,7 @@ def send(h: ClientHandler, req: m.Send) -> dict:
                                           req.text,
                                           pending_for=None if target else record.name)
         event = _event(stored)
+        server.flush_presence()  # the recipient hears that the sender is online first
         if target is not None:
             target.send_event(event)
         if target is not h:

@@ -296,3 +296,26 @@ def test_wrong_passwords_are_throttled(connect):
     with pytest.raises(ReplyError) as err:  # even the right password waits out the lock
         c.call(m.Login, username="alice", password="secret-pw")
     assert err.value.code == "throttled"
+
+
+def test_presence_comes_before_the_newcomers_first_messages(connect):
+    a = connect("alice")
+    b = connect("bob")
+    b.call(m.Send, kind="public", target="", text="first words")
+    b.call(m.Send, kind="direct", target="alice", text="hi alice")
+    a.wait_for(is_msg("hi alice"))
+    kinds = [(type(e).__name__, getattr(e, "user", getattr(e, "text", None))) for e in a.inbox
+             if isinstance(e, m.Presence | m.ChatMessage)]
+    assert kinds.index(("Presence", "bob")) < kinds.index(("ChatMessage", "first words"))
+
+
+def test_a_burst_of_logins_is_announced_once_each(srv, connect):
+    watcher = connect("watcher")
+    names = [f"user{i}" for i in range(30)]
+    for name in names:
+        connect(name)
+    seen = []
+    while len(seen) < len(names):
+        ev = watcher.wait_for(lambda e: isinstance(e, m.Presence))
+        seen.append(ev.user)
+    assert sorted(seen) == sorted(names)  # every one, none twice
