@@ -15,6 +15,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TextIO
 
+from parley_common.paths import app_dir
 from parley_common.tlsbio import format_fingerprint
 from protocol import APP_NAME, APP_VERSION
 from protocol import messages as m
@@ -72,13 +73,6 @@ administrators only:
 MODERATION = {"kick": "kick", "ban": "ban", "unban": "unban", "mute": "mute",
               "unmute": "unmute", "announce": "announce", "rmfile": "remove_file",
               "purge": "purge", "op": "op", "deop": "deop"}
-
-
-def app_dir() -> Path:
-    """The folder of the program: beside the executable when frozen, else beside client.py."""
-    if getattr(sys, "frozen", False):
-        return Path(sys.executable).resolve().parent
-    return Path(__file__).resolve().parent.parent
 
 
 def human_size(n: float) -> str:

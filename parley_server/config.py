@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from parley_common.paths import app_dir
 
 from .policy import Policy
 
 DEFAULT_PORT = 5150
-
-
-def app_dir() -> Path:
-    """The folder beside the executable when frozen (never PyInstaller's temporary folder)."""
-    if getattr(sys, "frozen", False):
-        return Path(sys.executable).resolve().parent
-    return Path(__file__).resolve().parent.parent
 
 
 @dataclass
