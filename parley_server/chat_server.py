@@ -25,6 +25,7 @@ from .accounts import Accounts
 from .config import ServerConfig
 from .handler import ClientHandler
 from .limits import RateLimiter
+from .memory import trim_heap
 from .moderation import Moderation
 from .outgoing import Flusher
 from .store import Store
@@ -32,6 +33,7 @@ from .tls_setup import load_server_tls
 
 log = logging.getLogger("parley.server")
 PRESENCE_GATHER = 0.05  # seconds presence notices wait to be sent together
+HEAP_TRIM_INTERVAL = 30.0  # seconds between giving freed C heap back (memory.trim_heap)
 
 
 @dataclass
@@ -108,11 +110,15 @@ class ChatServer:
         """Keepalive for everyone: ping the silent, drop the dead (readers block in recv);
         and apply the history retention policy once an hour."""
         next_trim = 0.0
+        next_heap_trim = time.monotonic() + HEAP_TRIM_INTERVAL
         while not self._shutdown_requested.wait(self.config.poll_interval):
             with self.lock:
                 handlers = list(self.handlers)
             for h in handlers:
                 h.check_idle()
+            if time.monotonic() >= next_heap_trim:
+                next_heap_trim = time.monotonic() + HEAP_TRIM_INTERVAL
+                trim_heap()
             days = self.config.policy.history_days
             if days and time.monotonic() >= next_trim:
                 next_trim = time.monotonic() + 3600

@@ -14,6 +14,7 @@ from .config import ServerConfig
 from .console import AdminConsole
 from .discovery import DiscoveryResponder
 from .file_sharing import attach_file_sharing
+from .memory import limit_malloc_arenas
 from .tls_setup import TLSSetupError
 
 
@@ -78,20 +79,6 @@ def _print_tls(server: ChatServer) -> None:
     print(f"  TLS fingerprint{made}: {format_fingerprint(tls.fingerprint)}", flush=True)
     print(f"    short form: {short_fingerprint(tls.fingerprint)}"
           f"  (certificate {tls.cert_path})", flush=True)
-
-
-def limit_malloc_arenas(arenas: int = 2) -> None:
-    """glibc gives each busy thread its own malloc arena; with a thread per client that costs
-    tens of MiB of fragmentation for a thousand clients. Best effort, Linux/glibc only."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-8, arenas)  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass  # not glibc: its allocator has no such setting
 
 
 def run_server(config: ServerConfig, stop: threading.Event, discovery: bool = True) -> int:
