@@ -12,7 +12,6 @@ DEFAULT_PORT = 5150
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="client.py",
         description=f"{APP_NAME} chat client. Without --cli it opens the window.",
     )
     parser.add_argument("--version", action="version", version=f"{APP_NAME} {APP_VERSION}")

@@ -104,8 +104,15 @@ def main(argv: list[str] | None = None) -> int:
                           console=console, policy=policy, tls=not args.no_tls,
                           tls_cert=args.tls_cert, tls_key=args.tls_key)
     stop = threading.Event()
+
+    def request_stop(*_) -> None:
+        # Event.set() takes the event's lock, which the main thread may hold inside
+        # stop.wait() when this handler runs on it (two signals in a row, as a frozen
+        # one-file program gets on Ctrl+C, would deadlock): set it from another thread.
+        threading.Thread(target=stop.set, name="parley-stop", daemon=True).start()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, request_stop)
     return run_server(config, stop, discovery=not args.no_discovery)
 
 

@@ -114,6 +114,7 @@ def run_server(config: ServerConfig, stop: threading.Event, discovery: bool = Tr
     if config.console:
         AdminConsole(server, on_exit=stop.set).start()
         print("admin console ready: type help", flush=True)
+    print("stop the server with Ctrl+C", flush=True)
     while not stop.wait(0.5):
         pass
     print("shutting down", flush=True)
