@@ -345,6 +345,9 @@ def main(args) -> int:
     if host and app.login is not None:
         app.login.server_var.set(format_server(host, getattr(args, "port", None)
                                                or DEFAULT_PORT))
-    root.mainloop()
+    try:
+        root.mainloop()
+    except KeyboardInterrupt:  # Ctrl+C in the terminal that started us: leave as if closed
+        app.quit()
     app.join_closers()
     return 0

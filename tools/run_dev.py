@@ -79,14 +79,16 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     python = sys.executable
-    server = subprocess.Popen([python, "server.py", *shlex.split(args.server_args)], cwd=REPO,
+    server = subprocess.Popen([python, "server.py", "--port", str(args.port),
+                               *shlex.split(args.server_args)], cwd=REPO,
                               stdin=subprocess.DEVNULL)
     client = None
     try:
         wait_until_listening(server, args.host, args.port, args.timeout)
         print(f"run_dev: server ready on {args.host}:{args.port}; starting client",
               file=sys.stderr)
-        client = subprocess.Popen([python, "client.py", *shlex.split(args.client_args)],
+        client = subprocess.Popen([python, "client.py", "--host", args.host, "--port",
+                                   str(args.port), *shlex.split(args.client_args)],
                                   cwd=REPO)
         return client.wait()
     except RuntimeError as exc:
