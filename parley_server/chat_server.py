@@ -11,6 +11,7 @@ Shared state (all guarded by ``self.lock``):
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import logging
 import selectors
 import socket
@@ -32,6 +33,7 @@ from .store import Store
 from .tls_setup import load_server_tls
 
 log = logging.getLogger("parley.server")
+FLUSHERS = 1  # writer threads shared by all clients (see outgoing.py)
 PRESENCE_GATHER = 0.05  # seconds presence notices wait to be sent together
 HEAP_TRIM_INTERVAL = 30.0  # seconds between giving freed C heap back (memory.trim_heap)
 
@@ -60,7 +62,10 @@ class ChatServer:
         self.rooms: dict[str, Room] = {}
         self.sessions: dict[str, str] = {}
         self.files = None  # the file-sharing service, attached by attach_files()
-        self.flusher = Flusher()
+        # More than one flusher overlaps one's system calls with another's Python work; with
+        # the GIL that trades saturated throughput for latency (measured both ways; see FLUSHERS).
+        self.flushers = [Flusher(f"flusher-{i}") for i in range(FLUSHERS)]
+        self._next_flusher = itertools.count()
         self._presence: list[tuple[bytes, ClientHandler | None]] = []
         self._presence_lock = threading.Lock()
         self._presence_ready = threading.Event()
@@ -125,7 +130,8 @@ class ChatServer:
                 self.store.delete_older_than(time.time() - days * 86400)
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
-        self.flusher.start()
+        for flusher in self.flushers:
+            flusher.start()
         threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True).start()
         threading.Thread(target=self._presence_loop, name="presence", daemon=True).start()
         try:
@@ -142,6 +148,9 @@ class ChatServer:
                         self._start_handler(sock, addr)
         finally:
             self._stopped.set()
+
+    def pick_flusher(self) -> Flusher:
+        return self.flushers[next(self._next_flusher) % len(self.flushers)]
 
     def _start_handler(self, sock: socket.socket, addr) -> None:
         handler = ClientHandler(self, sock, addr)
@@ -164,7 +173,8 @@ class ChatServer:
             h.disconnect("shutdown", reason)
         for h in handlers:
             h.join(timeout=3)
-        self.flusher.stop()
+        for flusher in self.flushers:
+            flusher.stop()
         if self.files is not None:
             self.files.close()
         self.store.close()

@@ -59,7 +59,8 @@ class ClientHandler:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, server.config.socket_sndbuf)
         # With TLS the socket stays plain: this reader decrypts, the flusher encrypts.
         self.tls = TLSChannel(server.tls.context, server_side=True) if server.tls else None
-        self.out = OutgoingQueue(sock, server.config.sendq_limit, server.flusher,
+        self.flusher = server.pick_flusher()
+        self.out = OutgoingQueue(sock, server.config.sendq_limit, self.flusher,
                                  on_fail=self.disconnect,
                                  transform=self.tls.encrypt if self.tls else None)
         self._reader = threading.Thread(target=self._run, name=f"reader-{address[0]}:{address[1]}",
@@ -107,7 +108,7 @@ class ClientHandler:
             self._closed.set()
         self.send_event(m.Bye(code, reason))
         self.out.close(timeout=1.0)
-        self.server.flusher.discard(self.out)
+        self.flusher.discard(self.out)
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:

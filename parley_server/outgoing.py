@@ -1,8 +1,9 @@
-"""Each client's bounded outgoing queue, and the flusher thread that drains all of them.
+"""Each client's bounded outgoing queue, and the flusher threads that drain them.
 
 Fan-out must cost next to nothing per recipient, and a slow or stuck client must never delay
 anyone else. So a producer (any handler thread fanning out a message) only appends bytes to the
-recipient's queue under a short lock. One flusher thread writes each queue with a non-blocking
+recipient's queue under a short lock. A flusher thread (each serves a share of the clients)
+writes each queue with a non-blocking
 send of everything queued (write batching: one syscall per client per burst, not per message).
 A client whose socket is full waits in a selector for writability while the flusher serves the
 others; when its queued bytes pass the limit it is disconnected, as IRC servers do on
@@ -122,9 +123,10 @@ class OutgoingQueue:
 
 
 class Flusher:
-    """One thread that writes every client's queue; see the module docstring."""
+    """A thread that writes the queues scheduled on it (the server runs a few, each serving
+    its share of the clients); see the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "flusher") -> None:
         self._ready: collections.deque[OutgoingQueue] = collections.deque()
         self._discards: list[tuple[OutgoingQueue, threading.Event]] = []
         self._lock = threading.Lock()
@@ -134,7 +136,7 @@ class Flusher:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
-        self._thread = threading.Thread(target=self._run, name="flusher", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
