@@ -95,22 +95,46 @@ def proc_stats(pid: int) -> tuple[float, int, int]:
 # ------------------------------------------------------------------ reader processes
 
 
+def pipelined_logins(port: int, accounts, tls: bool):
+    """Log every account in the way many clients starting at once would: each connection
+    sends its hello and its resume without waiting (the server answers in order), and the
+    replies are collected afterwards. Returns the sockets and their frame decoders."""
+    socks = []
+    for name, token in accounts:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls:
+            sock = client_context().wrap_socket(sock)
+        sock.sendall(encode_message(m.Hello(1, PROTOCOL_VERSION, "bench"))
+                     + encode_message(m.Resume(2, name, token)))
+        socks.append(sock)
+    decoders = {}
+    for sock in socks:
+        decoder = decoders[sock.fileno()] = FrameDecoder()
+        logged_in = False
+        while not logged_in:
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("server closed during login")
+            for payload in decoder.feed(data):
+                obj = json.loads(payload)
+                if obj.get("type") == "error":
+                    raise RuntimeError(f"login failed: {obj}")
+                logged_in = logged_in or (obj.get("type") == "ok" and obj.get("id") == 2)
+    return socks, decoders
+
+
 def reader_main(port, accounts, ready, go, stop, results, tls=False):
     """Log in this process's share of clients, then read everything until told to stop.
     Once nothing has arrived for half a second (the presence notices of everyone's logins
     are read), it puts "drained" on `ready`, so latency is measured on a quiet system."""
     t0 = time.perf_counter()
-    socks = []
-    for name, token in accounts:
-        sock, _conn, _ = login(port, name, token, tls=tls)
-        sock.setblocking(False)
-        socks.append(sock)
+    socks, decoders = pipelined_logins(port, accounts, tls)
     ready.put(("logged_in", time.perf_counter() - t0))
     sel = selectors.DefaultSelector()
-    decoders = {}
     for s in socks:
+        s.setblocking(False)
         sel.register(s, selectors.EVENT_READ)
-        decoders[s.fileno()] = FrameDecoder()
     seen: dict[int, set] = {i: set() for i in range(len(socks))}
     index = {s.fileno(): i for i, s in enumerate(socks)}
     latencies: list[float] = []
@@ -251,7 +275,7 @@ def run(n_clients: int, n_senders: int, readers: int, flood_per_sender: int, scr
                 else:
                     drained += 1
             login_time = time.perf_counter() - t0
-            print(f"{n_clients} clients logged in (resume tokens, {readers} processes) in "
+            print(f"{n_clients} clients logged in (resume tokens, pipelined, {readers} processes) in "
                   f"{login_time:.2f} s (slowest process {max(per_proc):.2f} s)")
             senders = []
             for i in range(n_senders):

@@ -34,7 +34,15 @@ WAKE_INTERVAL = 0.1                         # cancel() is noticed within this lo
 PROGRESS_INTERVAL = 0.1
 TCP_IDLE_LIMIT = 5.0
 HASH_CHUNK = 1 << 20
-LARGE_BLOCK = 60000                         # what to ask for on loopback
+LARGE_BLOCK = 61440                         # loopback: 15 pages, so that blocks start on
+                                            # page boundaries (the server splices them)
+GRO_MAX_BLOCK = 32768 - wire.DATA_HEADER_SIZE  # bigger blocks cannot be coalesced: skip GRO
+RECV_SLOTS = 16                             # receive buffers whose blocks share one pwritev
+RECV_SLOT_SIZE = 65536 + 4096               # one datagram, or one GRO buffer of datagrams
+MAX_IOV = 512                               # below IOV_MAX (1024)
+WRITE_ALIGN = 65536                         # a batch ending here lets the next one start
+                                            # aligned: the page cache then takes it in large
+                                            # folios (7.3 instead of 5.9 GB/s measured)
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,64 @@ def suggested_block_size(host: str) -> int | None:
 
 class _Cancelled(Exception):
     pass
+
+
+class _BatchWriter:
+    """Receive buffers plus the payloads in them that are waiting to be written. Payloads that
+    follow each other in the file go out with one pwritev: one ~1 MB write costs far less
+    than sixteen 60 KB ones (measured 4.4 vs 2.2 GB/s into the page cache)."""
+
+    def __init__(self, fd: int, slots: int = RECV_SLOTS, slot_size: int = RECV_SLOT_SIZE) -> None:
+        self.fd = fd
+        mv = memoryview(bytearray(slots * slot_size))
+        self.slots = [mv[i * slot_size:(i + 1) * slot_size] for i in range(slots)]
+        self.slot = 0                  # the buffer the next datagram is received into
+        self.iov: list = []
+        self.start = self.end = -1     # file range [start, end) that iov covers
+
+    @property
+    def buffer(self) -> memoryview:
+        return self.slots[self.slot]
+
+    def add(self, offset: int, payload: memoryview) -> None:
+        """Queue payload (a view into self.buffer) for writing at offset."""
+        if offset != self.end or len(self.iov) >= MAX_IOV:
+            self._write()
+            self.start = offset
+        self.iov.append(payload)
+        self.end = offset + len(payload)
+
+    def next_slot(self) -> None:
+        """The current buffer holds queued payloads: receive into the next one, writing
+        everything first when the buffers run out (or half of them and the run ends on a
+        WRITE_ALIGN boundary: 16 blocks of 61440 bytes do)."""
+        self.slot += 1
+        if self.slot == len(self.slots) or (
+                self.end % WRITE_ALIGN == 0 and 2 * self.slot >= len(self.slots)):
+            self.flush()
+
+    def written_prefix(self, received_prefix: int) -> int:
+        """Of the bytes below received_prefix (all received), those below this are written."""
+        return min(received_prefix, self.start) if self.iov else received_prefix
+
+    def flush(self) -> None:
+        """Write everything queued; every buffer is free again. Call between receives."""
+        self._write()
+        self.slot = 0
+
+    def _write(self) -> None:
+        # On an error the payloads stay queued: nothing counts as written that is not.
+        if not self.iov:
+            return
+        iov, offset, want = self.iov, self.start, self.end - self.start
+        done = os.pwritev(self.fd, iov, offset)
+        while done < want:             # a short write: rare, so simply finish byte-wise
+            flat = b"".join(iov)[done:]
+            n = os.pwrite(self.fd, flat, offset + done)
+            if n <= 0:
+                raise OSError(f"could not write the download at {offset + done}")
+            done += n
+        self.iov, self.start, self.end = [], -1, -1
 
 
 class Download(threading.Thread):
@@ -151,6 +217,11 @@ class Download(threading.Thread):
         self._fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
         if self.offset == 0:
             os.ftruncate(self._fd, 0)
+        if self.size > self.offset:
+            # Reserve the disk space now: a full disk fails the download at once rather
+            # than midway, and writes into reserved space skip the file system's block
+            # allocation (page-cache writes measured 6.0 instead of 3.9 GB/s).
+            os.posix_fallocate(self._fd, self.offset, self.size - self.offset)
         self._write_state(self.offset)
 
     # ---- UDP -----------------------------------------------------------------------------
@@ -160,27 +231,31 @@ class Download(threading.Thread):
         try:
             for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
                 sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
-            gro = True
-            try:
-                sock.setsockopt(SOL_UDP, UDP_GRO, 1)
-            except OSError:
-                gro = False
-            sock.connect((self.host, int(self.offer["udp_port"])))
             block_size = int(self.offer["block_size"])
+            gro = block_size <= GRO_MAX_BLOCK
+            if gro:
+                try:
+                    sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+                except OSError:
+                    gro = False
+            sock.connect((self.host, int(self.offer["udp_port"])))
             rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
             window = max(16, min(2048, rcvbuf // (block_size + TRUESIZE_OVERHEAD) // 2))
             rx = Receiver(self.tid, self.token, self.size, self.offset, block_size, window=window)
-            return self._udp_loop(sock, rx, gro)
+            writer = _BatchWriter(self._fd)
+            try:
+                return self._udp_loop(sock, rx, writer, gro)
+            finally:
+                writer.flush()
+                self._contiguous = rx.prefix_end    # reached only once all is written
         finally:
             sock.close()
 
-    def _udp_loop(self, sock: socket.socket, rx: Receiver, gro: bool) -> bool:
-        buf = bytearray(65536 + 4096)
-        mv = memoryview(buf)
+    def _udp_loop(self, sock: socket.socket, rx: Receiver, writer: _BatchWriter,
+                  gro: bool) -> bool:
         poller = select.poll()
         poller.register(sock, select.POLLIN)
         cmsg_space = socket.CMSG_SPACE(4) if gro else 0
-        fd = self._fd
         rx.start(time.monotonic())
         while True:
             now = time.monotonic()
@@ -200,56 +275,78 @@ class Download(threading.Thread):
                 return False
             wait = WAKE_INTERVAL if deadline is None else min(WAKE_INTERVAL, deadline - now)
             if not poller.poll(max(0.0, wait) * 1000):
+                writer.flush()            # the sender paused: nothing to batch with
                 continue
-            for _ in range(64):            # drain what is queued, then ACK (design point 6)
-                try:
-                    if gro:
-                        n, anc, _flags, _addr = sock.recvmsg_into([mv], cmsg_space,
-                                                                  socket.MSG_DONTWAIT)
-                    else:
-                        n, anc = sock.recv_into(buf, 0, socket.MSG_DONTWAIT), ()
-                except BlockingIOError:
-                    break
-                except ConnectionRefusedError:   # ICMP: nobody on the server port (yet)
-                    continue
-                now = time.monotonic()
-                segment = n
-                for level, kind, data in anc:
-                    if level == SOL_UDP and kind == UDP_GRO:
-                        segment = struct.unpack("=i", data[:4])[0] or n
-                self._take(rx, fd, mv, n, segment, now)
-                if rx.ack_due:
-                    self._send_all(sock, rx.poll(now))
-                if rx.state in ("done", "failed"):
-                    break
+            if gro:
+                self._drain_gro(sock, rx, writer, cmsg_space)
+            else:
+                self._drain(sock, rx, writer)
             if rx.state != "starting":
                 self._received = self.offset + rx.received_bytes
-                self._contiguous = rx.prefix_end
-                if now - self._last_checkpoint >= self.checkpoint_interval:
+                if time.monotonic() - self._last_checkpoint >= self.checkpoint_interval:
+                    writer.flush()
+                    self._contiguous = rx.prefix_end
                     self._checkpoint()
+                # A checkpoint or a resume only ever counts bytes that are in the file.
+                self._contiguous = writer.written_prefix(rx.prefix_end)
                 if self._state == "connecting":
                     self._report("running", "receiving over UDP", force=True)
                 else:
                     self._report(self._state, self._message)
 
-    @staticmethod
-    def _take(rx: Receiver, fd: int, mv: memoryview, n: int, segment: int, now: float) -> None:
-        # A GRO buffer holds several datagrams back to back; contiguous blocks share a pwritev.
-        iov: list = []
-        run_start = run_end = -1
-        for start in range(0, n, segment):
-            block = rx.on_datagram(mv[start:min(n, start + segment)], now)
-            if block is None:
+    def _drain(self, sock: socket.socket, rx: Receiver, writer: _BatchWriter) -> None:
+        """Take what is queued, one datagram per receive (design point 6: then ACK)."""
+        recv_into, accept, monotonic = sock.recv_into, rx.accept, time.monotonic
+        header = wire.DATA_HEADER_SIZE
+        for _ in range(64):
+            buf = writer.buffer
+            try:
+                n = recv_into(buf, 0, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except ConnectionRefusedError:   # ICMP: nobody on the server port (yet)
                 continue
-            if block.offset != run_end and iov:
-                os.pwritev(fd, iov, run_start)
-                iov = []
-            if not iov:
-                run_start = block.offset
-            iov.append(block.payload)
-            run_end = block.offset + len(block.payload)
-        if iov:
-            os.pwritev(fd, iov, run_start)
+            now = monotonic()
+            offset = accept(buf[:n], now)
+            if offset >= 0:
+                writer.add(offset, buf[header:n])
+                writer.next_slot()
+            if rx.ack_due:
+                self._send_all(sock, rx.poll(now))
+            if rx.state in ("done", "failed"):
+                return
+
+    def _drain_gro(self, sock: socket.socket, rx: Receiver, writer: _BatchWriter,
+                   cmsg_space: int) -> None:
+        """As _drain, for a socket whose receives may hold several datagrams back to back."""
+        header = wire.DATA_HEADER_SIZE
+        for _ in range(64):
+            buf = writer.buffer
+            try:
+                n, anc, _flags, _addr = sock.recvmsg_into([buf], cmsg_space,
+                                                          socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except ConnectionRefusedError:   # ICMP: nobody on the server port (yet)
+                continue
+            now = time.monotonic()
+            segment = n
+            for level, kind, data in anc:
+                if level == SOL_UDP and kind == UDP_GRO:
+                    segment = struct.unpack("=i", data[:4])[0] or n
+            queued = False
+            for start in range(0, n, segment):
+                end = min(n, start + segment)
+                offset = rx.accept(buf[start:end], now)
+                if offset >= 0:
+                    writer.add(offset, buf[start + header:end])
+                    queued = True
+            if queued:
+                writer.next_slot()
+            if rx.ack_due:
+                self._send_all(sock, rx.poll(now))
+            if rx.state in ("done", "failed"):
+                return
 
     @staticmethod
     def _send_all(sock: socket.socket, datagrams: list[bytes]) -> None:

@@ -23,6 +23,7 @@ MIN_RTO, MAX_RTO, INITIAL_RTO = 0.05, 2.0, 0.5
 IDLE_LIMIT = 5.0               # either side gives up after this long without hearing the peer
 START_INTERVAL, MAX_STARTS = 0.2, 25
 KEEPALIVE = 0.05               # receiver re-sends its ACK after this long without data
+ACK_DELAY = 0.001              # longest an in-order block waits for its ACK (short of k blocks)
 END_TRIES = 8
 TARGET_DELAY = 0.025           # queueing delay the window controller tolerates
 HEAVY_LOSS = 0.2               # loss ratio in one round trip that counts as congestion
@@ -411,6 +412,7 @@ class Receiver:
         self.highest = -1
         self.received = 0                  # distinct blocks received
         self.unacked = 0
+        self.unacked_since = 0.0           # when the oldest unacknowledged block arrived
         self.ack_due = False
         self.ack_no = 0
         self.state = "idle"
@@ -447,15 +449,29 @@ class Receiver:
 
     def on_datagram(self, datagram, now: float) -> Block | None:
         """Feed one datagram from the server; returns a Block to write, or None."""
+        offset = self.accept(datagram, now)
+        if offset < 0:
+            return None
+        mv = memoryview(datagram) if not isinstance(datagram, memoryview) else datagram
+        return Block(offset, mv[wire.DATA_HEADER_SIZE:])
+
+    def accept(self, datagram, now: float) -> int:
+        """Feed one datagram from the server; returns the file offset at which its payload
+        (datagram[16:]) must be written, or -1 when there is nothing to write. The lean form
+        of on_datagram() for the client's hot loop: no objects are made per block."""
         if len(datagram) > wire.DATA_HEADER_SIZE:
             prefix, seq = wire.split_data(datagram)
             if prefix == self._data_prefix:
                 if self.state in ("starting", "receiving", "complete"):
                     return self._on_data(datagram, seq, now)
-                return None
+                return -1
+        self._on_control(datagram, now)
+        return -1
+
+    def _on_control(self, datagram, now: float) -> None:
         head = wire.peek(datagram)
         if head is None or head[1] != self.tid or self.state in ("idle", "done", "failed"):
-            return None
+            return
         kind = head[0]
         if kind == wire.END:
             if wire.decode_end(datagram) == self.nblocks and self.cum == self.nblocks:
@@ -466,14 +482,13 @@ class Receiver:
             parsed = wire.decode_abort(datagram)
             if parsed is not None:
                 self._fail("sender aborted: " + parsed[1])
-        return None
 
-    def _on_data(self, datagram, seq: int, now: float) -> Block | None:
+    def _on_data(self, datagram, seq: int, now: float) -> int:
         if seq >= self.nblocks:
-            return None
+            return -1
         length = len(datagram) - wire.DATA_HEADER_SIZE
         if length != (self.block_size if seq != self.nblocks - 1 else self.last_len):
-            return None
+            return -1
         self.last_heard = now
         self.keepalive = KEEPALIVE
         if not self.got_data:
@@ -482,7 +497,7 @@ class Receiver:
         have = self.have
         if have[seq]:
             self.ack_due = True           # a duplicate: the sender missed an ACK
-            return None
+            return -1
         have[seq] = 1
         self.received += 1
         if seq == self.cum:
@@ -494,6 +509,8 @@ class Receiver:
             self.ack_due = True           # a new gap: tell the sender at once (fast retransmit)
         if seq > self.highest:
             self.highest = seq
+        if not self.unacked:
+            self.unacked_since = now
         self.unacked += 1
         if self.unacked >= self.ack_every:
             self.ack_due = True
@@ -501,13 +518,20 @@ class Receiver:
             self.state = "complete"
             self.complete_at = now
             self.ack_due = True
-        mv = memoryview(datagram) if not isinstance(datagram, memoryview) else datagram
-        return Block(self.offset + seq * self.block_size, mv[wire.DATA_HEADER_SIZE:])
+        return self.offset + seq * self.block_size
 
     def poll(self, now: float, drained: bool = False) -> list[bytes]:
-        """Datagrams to send to the server. drained=True when the caller's socket is empty."""
-        if self.state in ("receiving", "complete") and (
-                self.ack_due or (drained and self.unacked)):
+        """Datagrams to send to the server. drained=True when the caller's socket is empty:
+        then unacknowledged blocks are acknowledged at once if there is a hole (the sender
+        needs the SACK ranges to repair it), else once they have waited ACK_DELAY
+        (next_deadline() covers that too). Not on every drain: a receiver faster than its
+        sender drains after every few blocks, and such ACKs cost both ends more than they
+        tell (measured: 4x the ACKs, 15 % less throughput at 60 KB blocks). No stall can
+        come of it: a sender whose window is full and all delivered gets its ACK from the
+        count k, or at the latest ACK_DELAY later."""
+        if self.state in ("receiving", "complete") and (self.ack_due or (
+                drained and self.unacked and (self.cum <= self.highest
+                                              or now >= self.unacked_since + ACK_DELAY))):
             self._outbox.append(self._make_ack(now))
         out, self._outbox = self._outbox, []
         return out
@@ -540,12 +564,16 @@ class Receiver:
         if self.state == "starting":
             return self.next_start_at
         if self.state == "receiving":
-            return min(self.last_heard + self.idle_limit,
-                       max(self.last_heard, self.last_ack_at) + self.keepalive)
-        if self.state == "complete":
-            return min(self.complete_at + LINGER, max(self.last_heard, self.last_ack_at)
-                       + self.keepalive)
-        return None
+            deadline = min(self.last_heard + self.idle_limit,
+                           max(self.last_heard, self.last_ack_at) + self.keepalive)
+        elif self.state == "complete":
+            deadline = min(self.complete_at + LINGER, max(self.last_heard, self.last_ack_at)
+                           + self.keepalive)
+        else:
+            return None
+        if self.unacked:
+            deadline = min(deadline, self.unacked_since + ACK_DELAY)
+        return deadline
 
     def handle_timeout(self, now: float) -> None:
         if self.state == "starting":
@@ -561,6 +589,8 @@ class Receiver:
         if self.state == "receiving" and now - self.last_heard >= self.idle_limit:
             self._fail("sender idle")
             return
+        if self.unacked and now >= self.unacked_since + ACK_DELAY:
+            self.ack_due = True           # poll() sends it
         if self.state in ("receiving", "complete") and \
                 now >= max(self.last_heard, self.last_ack_at) + self.keepalive:
             self._outbox.append(self._make_ack(now))

@@ -77,6 +77,11 @@ def pack_data_header(buf, pos: int, tid: int, seq: int) -> None:
     _DATA_HEADER.pack_into(buf, pos, MAGIC, VERSION, DATA, 0, tid, seq)
 
 
+def encode_data_header(tid: int, seq: int) -> bytes:
+    """The 16 bytes in front of a DATA payload."""
+    return _DATA_HEADER.pack(MAGIC, VERSION, DATA, 0, tid, seq)
+
+
 def encode_data(tid: int, seq: int, payload) -> bytes:
     return _DATA_HEADER.pack(MAGIC, VERSION, DATA, 0, tid, seq) + bytes(payload)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import queue
 import socket
 import subprocess
@@ -66,6 +67,29 @@ def test_download_over_udp(service, tmp_path, size, block):
     assert not part_path(dest).exists() and not state_path(dest).exists()
     states = [e.state for e in events]
     assert states[0] == "connecting" and states[-2:] == ["verifying", "done"]
+    wait_until(lambda: service.active_count() == 0)
+
+
+def test_large_blocks_spliced_and_copied_arrive_intact(service, tmp_path):
+    # 61440-byte blocks from offset 0 are spliced; the odd-sized last block, and every block
+    # of a resume from an odd offset, take the copying path. Both must arrive byte-identical.
+    size = 61440 * 40 + 12_345
+    src, sha = make_file(tmp_path / "src.bin", size)
+    dest = tmp_path / "whole.bin"
+    d, _ = download(service.offer(src, size, sha, "127.0.0.1", block_size=61440), dest)
+    assert d.progress.state == "done", d.progress.message
+    assert dest.read_bytes() == src.read_bytes()
+    if sys.platform == "linux":
+        assert service.splice_used
+    resumed, offset = tmp_path / "resumed.bin", 1_234_567
+    part_path(resumed).write_bytes(src.read_bytes()[:offset])
+    state_path(resumed).write_text(json.dumps({"sha256": sha, "size": size,
+                                               "received": offset}))
+    assert resume_offset(resumed, sha) == offset
+    offer = service.offer(src, size, sha, "127.0.0.1", offset=offset, block_size=61440)
+    d, _ = download(offer, resumed)
+    assert d.progress.state == "done", d.progress.message
+    assert resumed.read_bytes() == src.read_bytes()
     wait_until(lambda: service.active_count() == 0)
 
 

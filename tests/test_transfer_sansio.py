@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocol import transfer_wire as wire
-from protocol.transfer import INITIAL_WINDOW, Receiver, Sender
+from protocol.transfer import ACK_DELAY, INITIAL_WINDOW, Receiver, Sender
 
 CLIENT = ("10.0.0.2", 40000)
 TOKEN = bytes(range(16))
@@ -292,3 +292,49 @@ def test_receiver_gives_up_after_bounded_starts():
         receiver.handle_timeout(deadline)
         starts += len(receiver.poll(deadline))
     assert receiver.state == "failed" and starts == 25
+
+
+def test_accept_gives_the_file_offset_of_a_block_and_minus_one_otherwise():
+    receiver = Receiver(TID, TOKEN, 10_000, 600, 1400)
+    receiver.start(0.0)
+    assert receiver.accept(wire.encode_data(TID, 1, b"z" * 1400), 0.1) == 600 + 1400
+    assert receiver.accept(wire.encode_data(TID, 1, b"z" * 1400), 0.1) == -1    # duplicate
+    assert receiver.accept(wire.encode_data(TID, 0, b"z" * 10), 0.1) == -1      # bad length
+    assert receiver.accept(b"junk" * 8, 0.1) == -1
+
+
+def in_order_receiver(blocks: int) -> Receiver:
+    receiver = Receiver(TID, TOKEN, 100 * 1400, 0, 1400, window=512)   # k = 32
+    receiver.start(0.0)
+    receiver.poll(0.0)                                                # the START
+    for seq in range(blocks):
+        assert receiver.accept(wire.encode_data(TID, seq, b"d" * 1400), 1.0) >= 0
+    return receiver
+
+
+def test_a_drained_socket_does_not_ack_in_order_blocks_before_the_ack_delay():
+    receiver = in_order_receiver(3)
+    assert receiver.poll(1.0, drained=True) == []
+    assert receiver.next_deadline() == pytest.approx(1.0 + ACK_DELAY)
+    receiver.handle_timeout(1.0 + ACK_DELAY)
+    acks = receiver.poll(1.0 + ACK_DELAY)
+    assert [wire.peek(a)[0] for a in acks] == [wire.ACK]
+    assert wire.decode_ack(acks[0])[0] == 3                          # cum covers all three
+    assert receiver.poll(1.0 + 2 * ACK_DELAY, drained=True) == []    # nothing new to ack
+
+
+def test_k_in_order_blocks_are_acked_without_waiting():
+    receiver = in_order_receiver(32)
+    acks = receiver.poll(1.0)
+    assert len(acks) == 1 and wire.decode_ack(acks[0])[0] == 32
+
+
+def test_a_hole_is_acked_as_soon_as_the_socket_drains():
+    receiver = in_order_receiver(3)
+    receiver.accept(wire.encode_data(TID, 5, b"d" * 1400), 1.0)      # gap: acked at once
+    first = receiver.poll(1.0)
+    assert wire.decode_ack(first[0])[3] == (5, 6)
+    receiver.accept(wire.encode_data(TID, 6, b"d" * 1400), 1.0)      # in order after the gap
+    acks = receiver.poll(1.0, drained=True)
+    assert len(acks) == 1 and wire.decode_ack(acks[0])[:1] == (3,)
+    assert wire.decode_ack(acks[0])[3] == (5, 7)
