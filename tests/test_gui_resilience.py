@@ -51,6 +51,30 @@ def test_server_restart_shows_banner_and_reconnects_by_itself(app, tmp_path):
         pump_until(app.root, lambda: not banner.winfo_ismapped(), WAIT)
 
 
+def test_server_killed_with_sigkill_and_restarted_client_reconnects(app, tmp_path):
+    from serverutil import free_port, start_server_process
+
+    port = free_port()
+    proc = start_server_process(tmp_path, port)
+    try:
+        log_in(app, "127.0.0.1", port, "alice")
+        proc.kill()  # SIGKILL: no bye, no flush, the socket just dies
+        proc.wait(10)
+        banner = app.main.banner
+        pump_until(app.root, lambda: "Connection lost" in banner.shown, WAIT)
+        proc = start_server_process(tmp_path, port)  # same port, data dir and certificate
+        pump_until(app.root, lambda: app.state.connection == "online", 30)
+        pump_until(app.root, lambda: banner.shown == "Reconnected.", WAIT)
+        type_and_send(app, "after the crash")
+        pump_until(app.root, lambda: "after the crash" in transcript(app)
+                   and "sending…" not in transcript(app), WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)
+        proc.stdout.close()
+
+
 def test_window_stays_responsive_during_download_and_message_flood(app, server, peers,
                                                                     tmp_path):
     bob = peers("bob")
