@@ -101,10 +101,11 @@ class ChatServer:
         Refused connections are closed at once: nothing has been negotiated to say why."""
         ip = addr[0]
         limits = self.config.policy.limits
-        with self.lock:
-            count = sum(1 for h in self.handlers if h.ip == ip)
-        over = count >= limits.connections_per_address and not (
-            limits.exempt_loopback and ipaddress.ip_address(ip).is_loopback)
+        count, over = 0, False
+        if not (limits.exempt_loopback and ipaddress.ip_address(ip).is_loopback):
+            with self.lock:  # counted only when it matters: this is O(connections)
+                count = sum(1 for h in self.handlers if h.ip == ip)
+            over = count >= limits.connections_per_address
         if over or self.moderation.address_banned(ip):
             log.info("refused a connection from %s (%d open)", ip, count)
             sock.close()
