@@ -51,6 +51,7 @@ class LossyRelay:
         self.client = None
         self.stop = threading.Event()
         self.dropped = self.forwarded = 0
+        self.dropped_to_client = 0     # DATA/END; the rest of `dropped` were ACKs/START/END_ACK
         self.threads = [threading.Thread(target=self._pump, args=(a, b), daemon=True)
                         for a, b in ((self.front, self.back), (self.back, self.front))]
         for t in self.threads:
@@ -88,6 +89,7 @@ class LossyRelay:
                 end = min(n, start + seg)
                 if rnd() < self.loss:
                     self.dropped += 1
+                    self.dropped_to_client += target is not None
                     continue
                 out[pos:pos + end - start] = mv[start:end]
                 pos += end - start
@@ -106,6 +108,7 @@ class LossyRelay:
                     dst.sendto(memoryview(out)[:pos], target)
             except OSError:           # counts as loss: the protocol under test recovers it
                 self.dropped += kept
+                self.dropped_to_client += kept * (target is not None)
 
     def close(self) -> None:
         self.stop.set()
@@ -132,6 +135,12 @@ def serve(path: Path, sha: str) -> None:
 
     threading.Thread(target=tcp_baseline, daemon=True).start()
     relay = None
+    drops = [0, 0]                    # relay drops so far: toward the client, toward the server
+
+    def count_drops(r: LossyRelay) -> None:
+        drops[0] += r.dropped_to_client
+        drops[1] += r.dropped - r.dropped_to_client
+
     for line in sys.stdin:
         cmd = line.split()
         if not cmd or cmd[0] == "quit":
@@ -143,14 +152,21 @@ def serve(path: Path, sha: str) -> None:
             offer = service.offer(path, size, sha, "127.0.0.1", block_size=block or None)
             if relay is not None:
                 relay.close()
+                count_drops(relay)
                 relay = None
             if loss >= 0:
                 relay = LossyRelay(service.port, loss)
                 offer["udp_port"] = relay.port
             print(json.dumps(offer), flush=True)
         elif cmd[0] == "stats":
+            if relay is not None:          # the last download is over when stats are asked
+                relay.close()
+                count_drops(relay)
+                relay = None
             print(json.dumps({"gso": service.gso_used, "splice": service.splice_used,
-                              "retransmissions": service.retransmissions}), flush=True)
+                              "retransmissions": service.retransmissions,
+                              "dropped_data": drops[0], "dropped_acks": drops[1]}),
+                  flush=True)
     if relay is not None:
         relay.close()
     tcp.close()
@@ -211,6 +227,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-mib", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=3, help="runs per line; the median is shown")
+    ap.add_argument("--only", default="",
+                    help="run only the lines whose label contains this text (e.g. relay)")
     ap.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
@@ -250,8 +268,11 @@ def main() -> None:
                      ("Parley UDP 1400 B via relay, 0% loss", "offer 0 0", None),
                      ("Parley UDP 1400 B via relay, 1% loss", "offer 0 0.01", None),
                      ("Parley UDP 1400 B via relay, 5% loss", "offer 0 0.05", None)]
+            lines = [line for line in lines if args.only in line[0]]
             results = {}
-            retx = server.ask("stats")["retransmissions"]
+            stats = server.ask("stats")
+            retx, drop_data, drop_acks = (stats["retransmissions"], stats["dropped_data"],
+                                          stats["dropped_acks"])
             for label, cmd, hole in lines:
                 runs = []
                 for _ in range(args.repeat + 1):
@@ -264,19 +285,26 @@ def main() -> None:
                 xfer, e2e, transport = runs[len(runs) // 2]
                 rate = size / xfer / 1e6
                 results[label] = rate
-                now_retx = server.ask("stats")["retransmissions"]
+                stats = server.ask("stats")
+                relay = ""
+                if stats["dropped_data"] + stats["dropped_acks"] > drop_data + drop_acks:
+                    relay = (f"; relay dropped {stats['dropped_data'] - drop_data} DATA/END"
+                             f" and {stats['dropped_acks'] - drop_acks} ACK/START")
                 print(f"{label:44s} {rate:8.1f} MB/s  {rate / tcp_rate:5.2f}x   "
                       f"(runs {size / runs[-1][0] / 1e6:.0f}..{size / runs[0][0] / 1e6:.0f}; "
                       f"end-to-end with SHA-256+fsync: {size / e2e / 1e6:.1f} MB/s, {transport}; "
-                      f"{now_retx - retx} blocks resent in {args.repeat + 1} runs)")
-                retx = now_retx
+                      f"{stats['retransmissions'] - retx} blocks resent in {args.repeat + 1} runs"
+                      f"{relay})")
+                retx, drop_data, drop_acks = (stats["retransmissions"], stats["dropped_data"],
+                                              stats["dropped_acks"])
             blackhole.close()
             stats = server.ask("stats")
             print(f"server used GSO: {stats['gso']}; spliced file data into UDP: "
                   f"{stats['splice']}")
-            lossless = results["Parley UDP 1400 B via relay, 0% loss"]
-            lossy = results["Parley UDP 1400 B via relay, 5% loss"]
-            print(f"5% loss keeps {lossy / lossless:.0%} of the lossless relay rate")
+            lossless = results.get("Parley UDP 1400 B via relay, 0% loss")
+            lossy = results.get("Parley UDP 1400 B via relay, 5% loss")
+            if lossless and lossy:
+                print(f"5% loss keeps {lossy / lossless:.0%} of the lossless relay rate")
             print("ip netns + tc netem: not available here (no root, kernel lacks netem); "
                   "skipped, the in-process relay stands in for them")
         finally:

@@ -8,8 +8,11 @@ handle_timeout(now). docs/transfer.md describes the protocol; transfer_wire.py t
 from __future__ import annotations
 
 import hmac
+import operator
 from collections import deque
 from collections.abc import Callable
+from heapq import heappop, heappush
+from itertools import compress, repeat
 from typing import NamedTuple
 
 from . import transfer_wire as wire
@@ -19,7 +22,8 @@ INITIAL_WINDOW = 32            # blocks the sender may send before the first ACK
 MIN_WINDOW = 4
 MAX_WINDOW = 4096
 REORDER_THRESHOLD = 3          # a block is lost once one sent 3 transmissions later is acked
-MIN_RTO, MAX_RTO, INITIAL_RTO = 0.05, 2.0, 0.5
+# The RTO only resends a probe block (see handle_timeout), so a short floor costs little.
+MIN_RTO, MAX_RTO, INITIAL_RTO = 0.01, 2.0, 0.5
 IDLE_LIMIT = 5.0               # either side gives up after this long without hearing the peer
 START_INTERVAL, MAX_STARTS = 0.2, 25
 KEEPALIVE = 0.05               # receiver re-sends its ACK after this long without data
@@ -64,7 +68,15 @@ class Sender:
         self.inflight: dict[int, tuple[int, float]] = {}   # seq -> (transmission no, sent at)
         self.order: deque[tuple[int, int, float]] = deque()  # (xmit no, seq, sent at), send order
         self.lost: deque[int] = deque()        # blocks to retransmit
+        # Blocks past the packet threshold that the newest ACK did not describe (it had more
+        # ranges than fit): neither in flight nor lost until an ACK says which they are.
+        self.undescribed: dict[int, tuple[int, float]] = {}   # seq -> (xmit no, sent at)
+        self._undescribed_heap: list[tuple[int, int]] = []   # (seq, xmit no), lowest first
+        self.unknown_span = (0, 0)             # [lo, hi) the newest ACK left out; empty if lo >= hi
         self.retransmitted: set[int] = set()   # Karn: never take an RTT sample from these
+        # Blocks resent by the timeout probe: their originals may well arrive, so an ACK of
+        # one must not move largest_acked_xmit (it would call everything sent before lost).
+        self.probes: set[int] = set()
         self.xmit_no = 0
         self.largest_acked_xmit = 0
         self.ack_no = -1
@@ -136,23 +148,27 @@ class Sender:
         parsed = wire.decode_ack(datagram)
         if parsed is None or self.state not in ("sending", "ending"):
             return
-        cum, window, ack_no, flat = parsed
-        if cum > self.nblocks or not self._ranges_ok(cum, flat):
+        cum, window, ack_no, flat, partial = parsed
+        starts, ends = flat[0::2], flat[1::2]
+        if cum > self.nblocks or not self._ranges_ok(cum, starts, ends):
             return
         self.last_heard = now
         self.got_ack = True
         if ack_no > self.ack_no:           # a reordered older ACK must not shrink the window
             self.ack_no = ack_no
             self.rwnd = max(MIN_WINDOW, min(window, self.max_window))
+            # A reordered older ACK describes less, so only the newest one sets the span
+            # whose blocks must not be called lost (their fate is unknown).
+            self.unknown_span = (ends[-2], starts[-1]) if partial else (0, 0)
         newly: list[int] = []
         acked = self.acked
         if cum > self.cum:
             self._collect(self.cum, cum, newly)
             self.cum = cum
-        for i in range(0, len(flat), 2):
-            start = max(flat[i], self.cum)
-            if start < flat[i + 1]:
-                self._collect(start, flat[i + 1], newly)
+        # One C-level find per range; Python work only for ranges that hold unacked blocks.
+        found = list(map(acked.find, repeat(0), starts, ends))
+        for i in compress(range(len(found)), map(operator.le, repeat(0), found)):
+            self._collect(found[i], ends[i], newly)
         if newly:
             self._account_acks(newly, now)
         if self.cum < self.nblocks and acked[self.cum]:
@@ -162,13 +178,13 @@ class Sender:
         if self.cum >= self.nblocks and self.state == "sending":
             self._send_end(now)
 
-    def _ranges_ok(self, cum: int, flat) -> bool:
-        prev = cum
-        for i in range(0, len(flat), 2):
-            if not prev <= flat[i] < flat[i + 1] <= self.nblocks:
-                return False
-            prev = flat[i + 1]
-        return True
+    def _ranges_ok(self, cum: int, starts, ends) -> bool:
+        # cum <= start0 < end0 <= start1 < end1 ... <= nblocks, checked by C-level map().
+        if not starts:
+            return True
+        return (cum <= starts[0] and ends[-1] <= self.nblocks
+                and not any(map(operator.ge, starts, ends))
+                and not any(map(operator.gt, ends, starts[1:])))
 
     def _collect(self, start: int, end: int, newly: list[int]) -> None:
         # Only the zero bytes (blocks not yet acked) cost Python work: O(new information).
@@ -176,27 +192,37 @@ class Sender:
         i = acked.find(0, start, end)
         if i < 0:
             return
+        start = i
         while i >= 0:
             newly.append(i)
             i = acked.find(0, i + 1, end)
         acked[start:end] = b"\x01" * (end - start)
 
     def _account_acks(self, newly: list[int], now: float) -> None:
-        inflight, retx = self.inflight, self.retransmitted
+        inflight, retx, undescribed = self.inflight, self.retransmitted, self.undescribed
+        probes = self.probes
         sample_xmit, sample_sent = 0, 0.0
         largest = self.largest_acked_xmit
         for seq in newly:
             rec = inflight.pop(seq, None)
             if rec is None:
+                # Not in flight: lost (a late arrival) or undescribed (it arrived some ACKs
+                # ago, so its timing says nothing about the RTT).
+                if undescribed:
+                    undescribed.pop(seq, None)
                 retx.discard(seq)
+                probes.discard(seq)
                 continue
             xmit = rec[0]
-            if xmit > largest:
-                largest = xmit
             if seq in retx:
                 retx.discard(seq)
+                if seq in probes:
+                    probes.discard(seq)
+                    continue
             elif xmit > sample_xmit:
                 sample_xmit, sample_sent = xmit, rec[1]
+            if xmit > largest:
+                largest = xmit
         self.largest_acked_xmit = largest
         self.backoff = 1                     # new data acked: forget the RTO backoff
         rtt = now - sample_sent if sample_xmit else None
@@ -211,7 +237,7 @@ class Sender:
         else:
             self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - rtt)
             self.srtt = 0.875 * self.srtt + 0.125 * rtt
-        self.rto = min(MAX_RTO, max(MIN_RTO, self.srtt + 4 * self.rttvar))
+        self.rto = min(MAX_RTO, max(MIN_RTO, self.srtt + 4 * self.rttvar + ACK_DELAY))
         if rtt < self.base_rtt:
             self.base_rtt = rtt
         if rtt < self._round_min_rtt:
@@ -243,8 +269,12 @@ class Sender:
         self._round_min_rtt = float("inf")
 
     def _detect_losses(self) -> None:
+        # Packet threshold, on evidence only: a block is lost when one sent REORDER_THRESHOLD
+        # transmissions later has been acked AND an ACK described the block as missing. One
+        # inside the span the newest ACK left out waits (not in flight) for an ACK that says.
         order, inflight = self.order, self.inflight
         limit = self.largest_acked_xmit - REORDER_THRESHOLD
+        lo, hi = self.unknown_span
         while order:
             xmit, seq, _sent = order[0]
             rec = inflight.get(seq)
@@ -253,10 +283,25 @@ class Sender:
             elif xmit <= limit:
                 order.popleft()
                 del inflight[seq]
-                self.lost.append(seq)
-                self._round_lost += 1
+                if lo <= seq < hi:
+                    self.undescribed[seq] = rec
+                    heappush(self._undescribed_heap, (seq, xmit))
+                else:
+                    self.lost.append(seq)
+                    self._round_lost += 1
             else:
                 break
+        heap = self._undescribed_heap
+        # Blocks at or above the span's high end lie in the topmost range, i.e. are acked:
+        # so only entries below its low end (or all, once an ACK describes everything) can
+        # have become described. A heap finds them; each entry is looked at once.
+        while heap and (heap[0][0] < lo or lo >= hi):
+            seq, xmit = heappop(heap)
+            rec = self.undescribed.get(seq)
+            if rec is not None and rec[0] == xmit:
+                del self.undescribed[seq]
+                self.lost.append(seq)
+                self._round_lost += 1
 
     # ---- output --------------------------------------------------------------------------
     def poll(self) -> list[bytes]:
@@ -368,16 +413,24 @@ class Sender:
             return
         if not self.got_ack:
             return
-        expired = False
-        while (oldest := self._oldest_inflight()) is not None and oldest[2] + rto <= now:
-            self.order.popleft()
-            del self.inflight[oldest[1]]
-            self.lost.append(oldest[1])
-            expired = True
-        if expired:
+        oldest = self._oldest_inflight()
+        if oldest is not None and oldest[2] + rto <= now:
+            # Lost: the oldest block (resent as a probe) and any sent before the newest acked
+            # block (fewer than REORDER_THRESHOLD before it, else already called lost). Silence
+            # says nothing about the rest: the receiver may just be slow to ACK, and calling
+            # the whole flight lost resent entire windows that had arrived. The ACK the probe
+            # brings back lets the packet threshold find every block really lost.
+            self.probes.add(oldest[1])
+            probe = True
+            while oldest is not None and (probe or oldest[0] < self.largest_acked_xmit):
+                probe = False
+                self.order.popleft()
+                del self.inflight[oldest[1]]
+                self.lost.append(oldest[1])
+                oldest = self._oldest_inflight()
+            # No window cut: a timeout alone does not show congestion (a slow or lost ACK
+            # looks the same); what the probe reveals lost counts in the round's loss ratio.
             self.backoff = min(self.backoff * 2, 64)
-            self.ssthresh = max(float(MIN_WINDOW), self.cwnd / 2)
-            self.cwnd = self.ssthresh
 
     def _send_end(self, now: float) -> None:
         self.state = "ending"
@@ -539,6 +592,7 @@ class Receiver:
     def _make_ack(self, now: float) -> bytes:
         have, top = self.have, self.highest + 1
         ranges: list[tuple[int, int]] = []
+        partial = False
         pos = self.cum
         while pos < top:
             s = have.find(1, pos, top)
@@ -549,8 +603,9 @@ class Receiver:
                 e = top
             if len(ranges) == wire.MAX_ACK_RANGES:
                 # Too many holes: keep the lowest ranges and the topmost one, which carries
-                # the newest RTT sample and drives loss detection.
+                # the newest RTT sample, and flag the span between them as not described.
                 ranges[-1] = (have.rfind(0, s, top) + 1, top)
+                partial = True
                 break
             ranges.append((s, e))
             pos = e
@@ -558,7 +613,8 @@ class Receiver:
         self.unacked = 0
         self.ack_due = False
         self.last_ack_at = now
-        return wire.encode_ack(self.tid, self.cum, self.window, self.ack_no & 0xFFFFFFFF, ranges)
+        return wire.encode_ack(self.tid, self.cum, self.window, self.ack_no & 0xFFFFFFFF, ranges,
+                               partial)
 
     def next_deadline(self) -> float | None:
         if self.state == "starting":

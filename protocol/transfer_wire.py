@@ -44,7 +44,11 @@ TCP_REQUEST_SIZE = _TCP_REQUEST.size          # 36
 _TCP_REPLY = struct.Struct("!BBBBQQ")         # header (flags = status), byte count that follows
 TCP_REPLY_SIZE = _TCP_REPLY.size              # 20
 
-MAX_ACK_RANGES = 64
+# An ACK with this many ranges is 28 + 8 * 170 = 1388 bytes: no larger than a 1400-byte DATA
+# datagram, so it fits every path DATA fits.
+MAX_ACK_RANGES = 170
+ACK_PARTIAL = 0x01   # ACK flag: more ranges exist than fit; the span between the last two
+                     # ranges is not described (its blocks may or may not have arrived)
 MAX_ABORT_TEXT = 200
 MAX_BLOCK_SIZE = 65507 - DATA_HEADER_SIZE     # largest UDP payload over IPv4, minus our header
 
@@ -105,26 +109,30 @@ def data_seq(datagram) -> int:
     return int.from_bytes(datagram[12:16], "big")
 
 
-def encode_ack(tid: int, cum: int, window: int, ack_no: int, ranges) -> bytes:
-    """ranges: (start, end) block-number pairs, end exclusive, all above cum."""
+def encode_ack(tid: int, cum: int, window: int, ack_no: int, ranges,
+               partial: bool = False) -> bytes:
+    """ranges: (start, end) block-number pairs, end exclusive, all above cum. partial: the
+    receiver left out ranges between the last two (sets the ACK_PARTIAL flag)."""
     count = len(ranges)
     out = bytearray(ACK_FIXED_SIZE + 8 * count)
-    _ACK_FIXED.pack_into(out, 0, MAGIC, VERSION, ACK, 0, tid, cum, window, ack_no, count)
+    _ACK_FIXED.pack_into(out, 0, MAGIC, VERSION, ACK, ACK_PARTIAL if partial else 0, tid, cum,
+                         window, ack_no, count)
     if count:
         flat = [v for pair in ranges for v in pair]
         struct.pack_into(f"!{2 * count}I", out, ACK_FIXED_SIZE, *flat)
     return bytes(out)
 
 
-def decode_ack(datagram) -> tuple[int, int, int, tuple[int, ...]] | None:
-    """(cum, window, ack number, flat ranges start0, end0, start1, end1, ...) or None."""
+def decode_ack(datagram) -> tuple[int, int, int, tuple[int, ...], bool] | None:
+    """(cum, window, ack number, flat ranges start0, end0, start1, end1, ..., partial) or None.
+    partial is True only for an ACK with the ACK_PARTIAL flag and at least two ranges."""
     if len(datagram) < ACK_FIXED_SIZE:
         return None
-    _m, _v, _k, _f, _tid, cum, window, ack_no, count = _ACK_FIXED.unpack_from(datagram)
+    _m, _v, _k, flags, _tid, cum, window, ack_no, count = _ACK_FIXED.unpack_from(datagram)
     if count > MAX_ACK_RANGES or len(datagram) != ACK_FIXED_SIZE + 8 * count:
         return None
     flat = struct.unpack_from(f"!{2 * count}I", datagram, ACK_FIXED_SIZE) if count else ()
-    return cum, window, ack_no, flat
+    return cum, window, ack_no, flat, bool(flags & ACK_PARTIAL) and count >= 2
 
 
 def encode_end(tid: int, nblocks: int) -> bytes:

@@ -338,3 +338,67 @@ def test_a_hole_is_acked_as_soon_as_the_socket_drains():
     acks = receiver.poll(1.0, drained=True)
     assert len(acks) == 1 and wire.decode_ack(acks[0])[:1] == (3,)
     assert wire.decode_ack(acks[0])[3] == (5, 7)
+
+
+def wide_open_pair(nblocks: int) -> tuple[Sender, Receiver]:
+    """A sender with nblocks in flight (one window, no ACK yet) and a fresh receiver."""
+    size = 1400 * nblocks
+    sender = Sender(TID, TOKEN, size, 0, 1400, CLIENT[0], expires_at=30.0,
+                    initial_window=nblocks)
+    sender.on_datagram(wire.encode_start(TID, TOKEN, 4096), CLIENT, 1.0)
+    assert sender.next_blocks(1.0) == list(range(nblocks))
+    receiver = Receiver(TID, TOKEN, size, 0, 1400, window=4096)
+    receiver.start(1.0)
+    receiver.poll(1.0)                                                # the START
+    return sender, receiver
+
+
+def deliver(receiver: Receiver, seqs, now: float) -> bytes:
+    for seq in seqs:
+        assert receiver.accept(wire.encode_data(TID, seq, b"d" * 1400), now) >= 0
+    acks = receiver.poll(now, drained=True)
+    assert acks
+    return acks[-1]
+
+
+def test_blocks_an_ack_could_not_describe_are_not_called_lost():
+    # 400 holes (every odd block below 800) are more than one ACK can list: it lists the
+    # lowest ranges and the topmost, and flags the span between them as not described.
+    sender, receiver = wide_open_pair(2000)
+    holes = set(range(1, 800, 2))
+    received = set(range(2000)) - holes
+    ack = deliver(receiver, sorted(received), 1.005)
+    _cum, _win, _no, flat, partial = wire.decode_ack(ack)
+    assert partial and len(flat) == 2 * wire.MAX_ACK_RANGES
+    lo, hi = flat[-3], flat[-2]                  # end of the last-but-one range, start of the last
+    assert (lo, hi) == (2 * wire.MAX_ACK_RANGES - 1, 800)
+    sender.on_datagram(ack, CLIENT, 1.01)
+    # Lost = exactly the holes the ACK described; the received blocks in the span (342, 344,
+    # ...) were called lost before, and resent for nothing.
+    assert set(sender.lost) == {h for h in holes if h < lo}
+    assert not set(sender.lost) & received
+    assert set(sender.undescribed) == set(range(lo, hi))
+    assert sender.next_blocks(1.01) == sorted(h for h in holes if h < lo)
+    # Holes below 600 filled: the next ACK describes everything, and only the blocks still
+    # missing in the former span are called lost now.
+    ack = deliver(receiver, sorted(h for h in holes if h < 600), 1.015)
+    assert wire.decode_ack(ack)[4] is False
+    sender.on_datagram(ack, CLIENT, 1.02)
+    assert not sender.undescribed
+    assert set(sender.lost) == {h for h in holes if h > 600}
+    assert sender.retransmissions == len({h for h in holes if h < lo})
+
+
+def test_a_timeout_resends_one_probe_not_the_whole_flight():
+    sender, _receiver = wide_open_pair(100)
+    sender.on_datagram(wire.encode_ack(TID, 10, 4096, 1, []), CLIENT, 1.004)   # RTT sample
+    deadline = sender.next_deadline()
+    assert deadline is not None and deadline < 1.1
+    sender.handle_timeout(deadline)           # the receiver is slow: silence, no evidence
+    assert sender.next_blocks(deadline) == [10]
+    # Then the originals arrive and are acked: the probe's ACK must not make blocks sent
+    # before it look lost, and nothing else is resent.
+    sender.on_datagram(wire.encode_ack(TID, 50, 4096, 2, []), CLIENT, deadline + 0.001)
+    assert not sender.lost and sender.next_blocks(deadline + 0.001) == []
+    sender.on_datagram(wire.encode_ack(TID, 100, 4096, 3, []), CLIENT, deadline + 0.002)
+    assert sender.cum == 100 and sender.retransmissions == 1
