@@ -237,6 +237,8 @@ class ChatServer:
         self._presence_ready.set()
 
     def flush_presence(self) -> None:
+        if not self._presence:  # the common case, on every message: skip the lock
+            return
         with self._presence_lock:  # held while queueing, so batches keep their order
             batch, self._presence = self._presence, []
             self._presence_ready.clear()
@@ -258,8 +260,7 @@ class ChatServer:
 
     def broadcast(self, msg: m.Message, exclude: ClientHandler | None = None) -> int:
         """Encode once, queue for every logged-in client. Returns how many it was queued for."""
-        if self._presence:
-            self.flush_presence()
+        self.flush_presence()
         data = encode_message(msg, self.config.max_frame)
         count = 0
         for h in self.online():

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import queue
-import re
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
+from linereader import LineReader
 from serverutil import running_server
 
 from parley_client.cli import format_event, format_message
@@ -23,44 +20,14 @@ REPO = Path(__file__).resolve().parent.parent
 WAIT = 10.0
 
 
-class CliProcess:
-    """python client.py --cli ... with a thread turning stdout into a queue of lines."""
+class CliProcess(LineReader):
+    """python client.py --cli ... with its stdout read as lines."""
 
     def __init__(self, *args: str, cwd: Path = REPO) -> None:
-        self.proc = subprocess.Popen(
+        super().__init__(subprocess.Popen(
             [sys.executable, str(REPO / "client.py"), "--cli", *args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, encoding="utf-8", cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.history: list[str] = []
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def send(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-
-    def expect(self, pattern: str, timeout: float = WAIT) -> str:
-        """The next line matching the regex (earlier lines are kept in history)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                line = self.lines.get(timeout=max(remaining, 0.01))
-            except queue.Empty:
-                raise AssertionError(f"no line matching {pattern!r}; got {self.history!r}") \
-                    from None
-            if line is None:
-                raise AssertionError(f"stdout closed before {pattern!r}; got {self.history!r}")
-            self.history.append(line)
-            if re.search(pattern, line):
-                return line
+            text=True, encoding="utf-8", cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"}))
 
     def close_stdin(self) -> int:
         assert self.proc.stdin is not None

@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-import queue
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
+from linereader import LineReader
+from serverutil import free_port
 
 from protocol.version import APP_NAME, APP_VERSION
 
@@ -68,48 +67,6 @@ def unpack_dir(tmp_path: Path):
 def exe_env(unpack_dir: Path, tmp_path: Path, **extra: str) -> dict[str, str]:
     return {**os.environ, "TMPDIR": str(unpack_dir),
             "PARLEY_CONFIG_DIR": str(tmp_path / "config"), **extra}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LineReader:
-    """A process's stdout as a queue of lines, read by a thread; expect() waits (bounded)."""
-
-    def __init__(self, proc: subprocess.Popen) -> None:
-        self.proc = proc
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        self.history: list[str] = []
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def expect(self, pattern: str, timeout: float = WAIT) -> re.Match:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.lines.get(timeout=max(deadline - time.monotonic(), 0.01))
-            except queue.Empty:
-                raise AssertionError(f"no line matching {pattern!r}; got {self.history!r}") \
-                    from None
-            if line is None:
-                raise AssertionError(f"output ended before {pattern!r}; got {self.history!r}")
-            self.history.append(line)
-            found = re.search(pattern, line)
-            if found:
-                return found
-
-    def send(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
 
 
 def start(args: list[str], env: dict[str, str], cwd: Path, stdin=subprocess.PIPE) -> LineReader:
