@@ -256,6 +256,7 @@ class ChatServer:
         while not self._shutdown_requested.is_set():
             if self._presence_ready.wait(0.5):
                 self._shutdown_requested.wait(PRESENCE_GATHER)  # let the burst gather
+                self._presence_ready.clear()  # before flushing: a later notice sets it again
                 self.flush_presence()
 
     def broadcast(self, msg: m.Message, exclude: ClientHandler | None = None) -> int:
