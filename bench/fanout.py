@@ -92,13 +92,38 @@ def proc_stats(pid: int) -> tuple[float, int, int]:
     return cpu, rss, hwm
 
 
+def reset_peak_rss(pid: int) -> bool:
+    """Start VmHWM afresh (Linux: write 5 to clear_refs). False where that is not allowed."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def wait_until_idle(pid: int, quiet: float = 0.3, limit: float = 15.0) -> float:
+    """Wait (bounded) until the process used under 2% of a core for `quiet` seconds."""
+    start = time.monotonic()
+    cpu = proc_stats(pid)[0]
+    while time.monotonic() - start < limit:
+        time.sleep(quiet)
+        now = proc_stats(pid)[0]
+        if now - cpu < 0.02 * quiet:
+            break
+        cpu = now
+    return time.monotonic() - start
+
+
 # ------------------------------------------------------------------ reader processes
 
 
 def pipelined_logins(port: int, accounts, tls: bool):
     """Log every account in the way many clients starting at once would: each connection
     sends its hello and its resume without waiting (the server answers in order), and the
-    replies are collected afterwards. Returns the sockets and their frame decoders."""
+    replies are collected afterwards. Returns the sockets, their frame decoders, and the frames
+    that came after each login reply, left for the reading phase: parsing other clients'
+    presence notices here would bill the load generator's work to the login time."""
     socks = []
     for name, token in accounts:
         sock = socket.create_connection(("127.0.0.1", port), timeout=30)
@@ -108,20 +133,24 @@ def pipelined_logins(port: int, accounts, tls: bool):
         sock.sendall(encode_message(m.Hello(1, PROTOCOL_VERSION, "bench"))
                      + encode_message(m.Resume(2, name, token)))
         socks.append(sock)
-    decoders = {}
+    decoders, leftovers = {}, {}
     for sock in socks:
         decoder = decoders[sock.fileno()] = FrameDecoder()
+        later = leftovers[sock.fileno()] = []
         logged_in = False
         while not logged_in:
             data = sock.recv(65536)
             if not data:
                 raise ConnectionError("server closed during login")
             for payload in decoder.feed(data):
+                if logged_in:
+                    later.append(payload)
+                    continue
                 obj = json.loads(payload)
                 if obj.get("type") == "error":
                     raise RuntimeError(f"login failed: {obj}")
-                logged_in = logged_in or (obj.get("type") == "ok" and obj.get("id") == 2)
-    return socks, decoders
+                logged_in = obj.get("type") == "ok" and obj.get("id") == 2
+    return socks, decoders, leftovers
 
 
 def reader_main(port, accounts, ready, go, stop, results, tls=False):
@@ -129,7 +158,7 @@ def reader_main(port, accounts, ready, go, stop, results, tls=False):
     Once nothing has arrived for half a second (the presence notices of everyone's logins
     are read), it puts "drained" on `ready`, so latency is measured on a quiet system."""
     t0 = time.perf_counter()
-    socks, decoders = pipelined_logins(port, accounts, tls)
+    socks, decoders, leftovers = pipelined_logins(port, accounts, tls)
     ready.put(("logged_in", time.perf_counter() - t0))
     sel = selectors.DefaultSelector()
     for s in socks:
@@ -140,6 +169,25 @@ def reader_main(port, accounts, ready, go, stop, results, tls=False):
     latencies: list[float] = []
     gentle: list[float] = []
     delivered = dups = 0
+
+    def handle(s, payloads, now: float) -> None:
+        nonlocal delivered, dups
+        mine = seen[index[s.fileno()]]
+        for payload in payloads:
+            obj = json.loads(payload)
+            if obj.get("type") == "ping":
+                s.send(encode_message(m.Pong(obj["nonce"])))
+            if obj.get("type") != "message":
+                continue
+            tag, sent_at = obj["text"].split(" ", 2)[:2]
+            if tag in mine:
+                dups += 1
+            mine.add(tag)
+            delivered += 1
+            (gentle if tag[0] == "g" else latencies).append(now - float(sent_at))
+
+    for s in socks:
+        handle(s, leftovers[s.fileno()], time.time())
     quiet_since = time.monotonic()
     drained = False
     while True:
@@ -151,33 +199,25 @@ def reader_main(port, accounts, ready, go, stop, results, tls=False):
         elif not drained and time.monotonic() - quiet_since > 0.5:
             drained = True
             ready.put(("drained", 0.0))
-        now = time.time()
         for key, _ in events:
             s = key.fileobj
-            # A TLS socket hands out one record per recv, and records already decrypted do
-            # not wake select: read until it would block.
+            # A plain socket is read once per wake-up (select reports it again if more is
+            # waiting). A TLS socket hands out one record per recv, and records already
+            # decrypted do not wake select: read while it has some pending.
+            # 64 KiB reads: a 1 MiB buffer per recv is an mmap and munmap each time, which
+            # on this shared machine would bill the load generator's cost to the server.
             while True:
                 try:
-                    data = s.recv(1 << 20)
+                    data = s.recv(65536)
                 except (BlockingIOError, ssl.SSLWantReadError):
                     break
                 if not data:
                     sel.unregister(s)
                     break
-                now = time.time()  # per read: this loop can run for a while on one socket
-                mine = seen[index[s.fileno()]]
-                for payload in decoders[s.fileno()].feed(data):
-                    obj = json.loads(payload)
-                    if obj.get("type") == "ping":
-                        s.send(encode_message(m.Pong(obj["nonce"])))
-                    if obj.get("type") != "message":
-                        continue
-                    tag, sent_at = obj["text"].split(" ", 2)[:2]
-                    if tag in mine:
-                        dups += 1
-                    mine.add(tag)
-                    delivered += 1
-                    (gentle if tag[0] == "g" else latencies).append(now - float(sent_at))
+                # time per read: this loop can run for a while on one socket
+                handle(s, decoders[s.fileno()].feed(data), time.time())
+                if not tls or not s.pending():
+                    break
     results.put((delivered, dups, [len(v) for v in seen.values()], latencies, gentle))
     for s in socks:
         s.close()
@@ -254,8 +294,15 @@ def run(n_clients: int, n_senders: int, readers: int, flood_per_sender: int, scr
             for sock, _conn, result in regs:
                 tokens.append(result["resume_token"])
                 sock.close()
+            # The server is still seeing those connections off (leave notices, threads
+            # ending): measure the logins on a settled server, not on that tail.
+            settle_time = wait_until_idle(server.pid)
+            # The peak RSS reported is that of serving the clients: registering them (a
+            # thousand password hashes, done once in a server's life) is not part of it.
+            peak_reset = reset_peak_rss(server.pid)
             print(f"\n== {n_clients} clients, {n_senders} senders, TLS {'on' if tls else 'off'} ==")
-            print(f"registered {n_clients} accounts (scrypt n={scrypt_n}) in {reg_time:.2f} s")
+            print(f"registered {n_clients} accounts (scrypt n={scrypt_n}) in {reg_time:.2f} s;"
+                  f" server idle again {settle_time:.2f} s after")
 
             ctx = mp.get_context("fork")
             ready, results = ctx.Queue(), ctx.Queue()
@@ -326,7 +373,8 @@ def run(n_clients: int, n_senders: int, readers: int, flood_per_sender: int, scr
             print(f"delivered {delivered} of {expected}; lost {max(0, lost)}; duplicated {dups};"
                   f" per-client min {min(per_client)} max {max(per_client)}")
             print(f"server CPU {cpu1 - cpu0:.2f} s during the run; RSS {rss1/2**20:.1f} MiB,"
-                  f" peak {hwm/2**20:.1f} MiB")
+                  f" peak {hwm/2**20:.1f} MiB"
+                  f" ({'since the logins' if peak_reset else 'registrations included'})")
             for s, _c in senders:
                 s.close()
             return {"rate": sent_flood * n_clients / flood_elapsed,

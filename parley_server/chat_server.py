@@ -28,13 +28,15 @@ from .handler import ClientHandler
 from .limits import RateLimiter
 from .memory import trim_heap
 from .moderation import Moderation
-from .outgoing import Flusher
+from .outgoing import Flusher, fan_out
 from .store import Store
 from .tls_setup import load_server_tls
 
 log = logging.getLogger("parley.server")
 FLUSHERS = 1  # writer threads shared by all clients (see outgoing.py)
 PRESENCE_GATHER = 0.05  # seconds presence notices wait to be sent together
+# During a burst (a class logging in) they wait longer: each flush writes to everyone online.
+PRESENCE_BURST, PRESENCE_BURST_GATHER = 20, 0.25
 HEAP_TRIM_INTERVAL = 30.0  # seconds between giving freed C heap back (memory.trim_heap)
 
 
@@ -62,6 +64,7 @@ class ChatServer:
         self.rooms: dict[str, Room] = {}
         self.sessions: dict[str, str] = {}
         self.files = None  # the file-sharing service, attached by attach_files()
+        self.hello_facts: dict | None = None  # the hello reply, built by the first hello
         # More than one flusher overlaps one's system calls with another's Python work; with
         # the GIL that trades saturated throughput for latency (measured both ways; see FLUSHERS).
         self.flushers = [Flusher(f"flusher-{i}") for i in range(FLUSHERS)]
@@ -83,7 +86,9 @@ class ChatServer:
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        sock.listen(512)
+        # A class logging in at once: a short queue overflows, and each dropped SYN costs
+        # its client a 1 s retransmission (seen as ListenOverflows in nstat).
+        sock.listen(socket.SOMAXCONN)
         return sock
 
     @property
@@ -236,41 +241,41 @@ class ChatServer:
             self._presence.append((data, exclude))
         self._presence_ready.set()
 
-    def flush_presence(self) -> None:
+    def flush_presence(self) -> int:
+        """Send the gathered presence notices now; returns how many there were."""
         if not self._presence:  # the common case, on every message: skip the lock
-            return
+            return 0
         with self._presence_lock:  # held while queueing, so batches keep their order
             batch, self._presence = self._presence, []
             self._presence_ready.clear()
             if not batch:
-                return
+                return 0
             everything = b"".join(data for data, _ in batch)
             excluded = {ex for _, ex in batch if ex is not None}
-            for h in self.online():
+            online = self.online()
+            for h in online:
                 if h in excluded:
                     h.enqueue(b"".join(data for data, ex in batch if ex is not h))
-                else:
-                    h.enqueue(everything)
+            fan_out([h.out for h in online if h not in excluded], everything)
+        return len(batch)
 
     def _presence_loop(self) -> None:
+        gather = PRESENCE_GATHER
         while not self._shutdown_requested.is_set():
             if self._presence_ready.wait(0.5):
-                self._shutdown_requested.wait(PRESENCE_GATHER)  # let the burst gather
+                self._shutdown_requested.wait(gather)  # let the burst gather
                 self._presence_ready.clear()  # before flushing: a later notice sets it again
-                self.flush_presence()
+                sent = self.flush_presence()
+                gather = PRESENCE_BURST_GATHER if sent >= PRESENCE_BURST else PRESENCE_GATHER
 
     def broadcast(self, msg: m.Message, exclude: ClientHandler | None = None) -> int:
         """Encode once, queue for every logged-in client. Returns how many it was queued for."""
         self.flush_presence()
         data = encode_message(msg, self.config.max_frame)
-        count = 0
-        for h in self.online():
-            if h is not exclude and h.enqueue(data):
-                count += 1
-        return count
+        return fan_out([h.out for h in self.online() if h is not exclude], data)
 
     def send_to(self, user_keys: list[str], msg: m.Message) -> int:
         data = encode_message(msg, self.config.max_frame)
         with self.lock:
             targets = [self.clients.get(k.lower()) for k in user_keys]
-        return sum(1 for h in targets if h is not None and h.enqueue(data))
+        return fan_out([h.out for h in targets if h is not None], data)

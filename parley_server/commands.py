@@ -59,7 +59,13 @@ def hello(h: ClientHandler, req: m.Hello) -> dict:
             "version_mismatch",
             f"this server speaks protocol version {PROTOCOL_VERSION}, the client {req.version}",
             disconnect=True)
-    cfg = h.server.config
+    server = h.server
+    if server.hello_facts is None:  # fixed for the server's life: built once, not per login
+        server.hello_facts = _server_facts(server.config)
+    return server.hello_facts
+
+
+def _server_facts(cfg) -> dict:
     return {"server": APP_NAME, "version": PROTOCOL_VERSION, "app_version": APP_VERSION,
             "motd": cfg.motd, "max_text": cfg.max_text, "max_frame": cfg.max_frame,
             "max_upload": cfg.max_upload, "keepalive": cfg.keepalive_after,

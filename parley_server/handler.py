@@ -124,13 +124,17 @@ class ClientHandler:
     # ------------------------------------------------------------ input
 
     def _run(self) -> None:
-        # recv(n) holds an n-byte buffer while it blocks: small for an idle chat client (a
-        # thousand of them wait at once), large while the client streams (an upload).
+        # recv(n) holds an n-byte buffer while it blocks. An idle chat client (a thousand of
+        # them wait at once) waits in a 1-byte peek instead, then reads what came; a client
+        # that streams (an upload) reads large blocks straight away.
         size = SMALL_RECV
         try:
             while not self._closed.is_set():
                 try:
-                    data = self.sock.recv(size)
+                    if size == SMALL_RECV and not self.sock.recv(1, socket.MSG_PEEK):
+                        data = b""
+                    else:
+                        data = self.sock.recv(size)
                 except OSError:
                     break
                 size = LARGE_RECV if len(data) == size else SMALL_RECV

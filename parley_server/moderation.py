@@ -54,11 +54,12 @@ class Moderation:
         self._mutes = dict(self.store.active_mutes(now))
         for name in server.config.policy.admins:
             self.store.set_admin(name, True)
+        self._admins = self.store.admins()
 
     # ------------------------------------------------------------ checks
 
     def is_admin(self, user: str | None) -> bool:
-        return user is not None and self.store.is_admin(user)
+        return user is not None and user.lower() in self._admins
 
     def _active(self, table: dict, key) -> float | None | bool:
         """False when not present or expired; else the expiry (None: until lifted)."""
@@ -202,11 +203,15 @@ class Moderation:
     def _op(self, actor, target, minutes, text) -> str:
         name = self._user(target)
         self.store.set_admin(name, True)
+        with self._lock:
+            self._admins = self._admins | {name.lower()}
         return f"{name} is now an administrator"
 
     def _deop(self, actor, target, minutes, text) -> str:
         name = self._user(target)
         self.store.set_admin(name, False)
+        with self._lock:
+            self._admins = self._admins - {name.lower()}
         return f"{name} is no longer an administrator"
 
     def _notice_to(self, client, text: str) -> None:

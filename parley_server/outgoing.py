@@ -2,8 +2,8 @@
 
 Fan-out must cost next to nothing per recipient, and a slow or stuck client must never delay
 anyone else. So a producer (any handler thread fanning out a message) only appends bytes to the
-recipient's queue under a short lock. A flusher thread (each serves a share of the clients)
-writes each queue with a non-blocking
+recipient's queue under a short lock (the same bytes object for every recipient). A flusher
+thread (each serves a share of the clients) writes each queue with one non-blocking, gathered
 send of everything queued (write batching: one syscall per client per burst, not per message).
 A client whose socket is full waits in a selector for writability while the flusher serves the
 others; when its queued bytes pass the limit it is disconnected, as IRC servers do on
@@ -22,6 +22,28 @@ _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 
 # flush() outcomes
 DRAINED, MORE, BLOCKED, FAILED = range(4)
+# what _append() did
+_QUEUED, _WAKE, _REFUSED = object(), object(), object()
+
+
+def fan_out(queues, data: bytes) -> int:
+    """put() the same bytes on many queues, telling each flusher once about all of them.
+    Returns how many queues took it.
+
+    One wake-up per flusher, not one per recipient: the flusher starts on a whole broadcast
+    instead of competing for the GIL with the thread still queueing it."""
+    taken = 0
+    wake: dict[Flusher, list[OutgoingQueue]] = {}
+    for q in queues:
+        state = q._append(data)
+        if state is _REFUSED:
+            continue
+        taken += 1
+        if state is _WAKE:
+            wake.setdefault(q._flusher, []).append(q)
+    for flusher, woken in wake.items():
+        flusher.schedule_many(woken)
+    return taken
 
 
 class OutgoingQueue:
@@ -32,7 +54,7 @@ class OutgoingQueue:
         # Applied by flush() to each batch as a whole (TLS encryption: one call per batch).
         # An empty item then still means something: "flush what the transform holds".
         self._transform = transform
-        self._unsent = b""  # output of an earlier flush the socket did not take; flusher only
+        self._unsent: list = []  # buffers an earlier flush could not write; flusher thread only
         self._limit = limit_bytes
         self._flusher = flusher
         self._on_fail = on_fail  # (code, reason); called at most once, never under our lock
@@ -42,8 +64,10 @@ class OutgoingQueue:
         self._scheduled = False  # in the flusher's ready list or its selector
         self._open = True
         self._failed = False
-        self._drained = threading.Event()
-        self._drained.set()
+        # Nothing queued or in flight. A plain flag (not an Event: put() is on the fan-out path,
+        # run a thousand times per message); close() makes a Condition when it has to wait.
+        self._idle = True
+        self._idle_changed: threading.Condition | None = None
 
     @property
     def closed_socket(self) -> bool:
@@ -54,9 +78,18 @@ class OutgoingQueue:
         return self._size
 
     def put(self, data: bytes) -> bool:
+        """Queue data for the client; False if the queue is closed (or just overflowed)."""
+        state = self._append(data)
+        if state is _WAKE:
+            self._flusher.schedule(self)
+        return state is not _REFUSED
+
+    def _append(self, data: bytes) -> object:
+        """Queue data; say whether the flusher must be told (_WAKE) or not (_QUEUED), or
+        whether the data was refused (_REFUSED)."""
         with self._lock:
             if not self._open:
-                return False
+                return _REFUSED
             if self._size + len(data) > self._limit:
                 self._open = False
                 self._failed = True
@@ -66,60 +99,99 @@ class OutgoingQueue:
                 overflow = False
                 self._items.append(data)
                 self._size += len(data)
-                self._drained.clear()
+                self._idle = False
                 if self._scheduled:
-                    return True
+                    return _QUEUED
                 self._scheduled = True
         if overflow:
             self._on_fail("sendq_exceeded", "SendQ exceeded: the client is not reading")
-            return False
-        self._flusher.schedule(self)
-        return True
+            return _REFUSED
+        return _WAKE
 
     def close(self, timeout: float = 1.0) -> None:
         """Accept nothing more; wait (bounded) until what is queued has been written."""
         with self._lock:
             self._open = False
-        self._drained.wait(timeout)
+            if self._idle:
+                return
+            if self._idle_changed is None:
+                self._idle_changed = threading.Condition(self._lock)
+            self._idle_changed.wait_for(lambda: self._idle, timeout)
+
+    def _set_idle(self) -> None:
+        """Called with self._lock held."""
+        self._scheduled = False
+        self._idle = True
+        if self._idle_changed is not None:
+            self._idle_changed.notify_all()
 
     def flush(self) -> int:
         """Write what is queued without blocking. Called by the flusher thread only."""
         with self._lock:
             if self._failed or not (self._items or self._unsent):
-                self._scheduled = False
-                self._drained.set()
+                self._set_idle()
                 return DRAINED
             items, self._items = self._items, []
-        data = items[0] if len(items) == 1 else b"".join(items)
         try:
             if self._transform is not None and items:
-                plain_len, data = len(data), self._transform(data)
+                plain = items[0] if len(items) == 1 else b"".join(items)
+                data = self._transform(plain)
                 with self._lock:
-                    self._size += len(data) - plain_len
-            if self._unsent:
-                data, self._unsent = self._unsent + data, b""
-            sent = self.sock.send(data, _DONTWAIT) if data else 0
+                    self._size += len(data) - len(plain)
+                items = [data] if data else []
+            pending = self._unsent + items if self._unsent else items
+            self._unsent = pending  # until the send says how much of it went
+            sent, offered = _send_some(self.sock, pending)
         except (BlockingIOError, InterruptedError):
-            sent = 0
+            sent, offered = 0, 1
         except OSError as exc:  # ssl.SSLError from the transform is one too
             with self._lock:
                 already, self._failed, self._open = self._failed, True, False
                 self._items.clear()
-                self._scheduled = False
-                self._drained.set()
+                self._set_idle()
             if not already:
                 self._on_fail("write_failed", f"write failed: {exc}")
             return FAILED
+        self._unsent = _without_first(self._unsent, sent) if offered else []
         with self._lock:
             self._size -= sent
-            if sent < len(data):
-                self._unsent = data[sent:]
+            if sent < offered:
                 return BLOCKED
-            if self._items:
+            if self._items or self._unsent:
                 return MORE
-            self._scheduled = False
-            self._drained.set()
+            self._set_idle()
             return DRAINED
+
+
+# Gathered writes: the kernel reads each message from the one bytes object every recipient's
+# queue shares, so a backlog costs a pointer per client, not a private joined copy per client.
+_IOV_MAX = 1024  # buffers one sendmsg takes (POSIX minimum on Linux)
+_HAVE_SENDMSG = hasattr(socket.socket, "sendmsg")  # not on Windows
+
+
+def _send_some(sock: socket.socket, pending: list) -> tuple[int, int]:
+    """Send from the front of pending without blocking: (bytes sent, bytes offered)."""
+    if _HAVE_SENDMSG:
+        batch = pending if len(pending) <= _IOV_MAX else pending[:_IOV_MAX]
+        offered = sum(map(len, batch))
+        return (sock.sendmsg(batch, (), _DONTWAIT) if offered else 0), offered
+    if len(pending) > 1:
+        pending[:] = [b"".join(pending)]
+    return (sock.send(pending[0], _DONTWAIT) if pending else 0), len(pending[0]) if pending else 0
+
+
+def _without_first(buffers: list, count: int) -> list:
+    """buffers with their first `count` bytes removed."""
+    if not count:
+        return buffers
+    i = 0
+    while i < len(buffers) and count >= len(buffers[i]):
+        count -= len(buffers[i])
+        i += 1
+    rest = buffers[i:]
+    if count:
+        rest[0] = memoryview(rest[0])[count:]
+    return rest
 
 
 class Flusher:
@@ -142,8 +214,11 @@ class Flusher:
         self._thread.start()
 
     def schedule(self, q: OutgoingQueue) -> None:
+        self.schedule_many((q,))
+
+    def schedule_many(self, queues) -> None:
         with self._lock:
-            self._ready.append(q)
+            self._ready.extend(queues)
             wake, self._sleeping = self._sleeping, False
         if wake:
             self._wake_w.send(b"\0")

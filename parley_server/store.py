@@ -4,18 +4,20 @@ One connection, used by one writer thread that commits in groups: every caller w
 write is durable (synchronous=FULL in WAL mode), so whatever the server acknowledges survives a
 kill -9, while a burst of messages shares one fsync instead of paying one each.
 Reads use a small pool of connections (WAL lets readers run beside the writer); a connection
-per handler thread would cost each of a thousand clients its own page cache.
+per handler thread would cost each of a thousand clients its own page cache. What every login
+needs (the accounts, and who has messages waiting) is also kept in memory, changed only by the
+writer after its commits, so the server must be the only program writing the database.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import queue
 import sqlite3
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
 
 SCHEMA = """
@@ -69,7 +71,7 @@ def conversation_key(kind: str, sender: str, target: str) -> str:
     return f"direct:{a}:{b}"
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class UserRecord:
     name: str
     display: str
@@ -79,7 +81,7 @@ class UserRecord:
     resume_hash: bytes | None
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class StoredMessage:
     msg_id: int
     ts: float
@@ -115,6 +117,15 @@ class Store:
         self._readers.put(db)
         for _ in range(READER_POOL - 1):
             self._readers.put(self._connect())
+        # Who has stored direct messages waiting, so a login (a thousand at the start of a
+        # class) looks them up only when there are some. Changed by the writer thread alone,
+        # after the commit, in commit order (see _on_commit).
+        self._pending_users = {key for (key,) in db.execute("SELECT DISTINCT user_key FROM pending")}
+        self._on_commit: list = []  # callables a job adds, run once its batch is committed
+        # Every account, in memory: each login (a class logs in at once) and each direct
+        # message looks one up. Loaded here; changed by the writer thread after commits.
+        self._users = {row[0].lower(): UserRecord(*row) for row in db.execute(
+            "SELECT name, display, pw_hash, pw_salt, pw_params, resume_hash FROM users")}
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
         self._writer.start()
@@ -165,10 +176,12 @@ class Store:
             db.execute("BEGIN IMMEDIATE")
             for fn, fut in batch:
                 db.execute("SAVEPOINT job")
+                hooks_before = len(self._on_commit)
                 try:
                     results.append((fut, fn(db), None))
                     db.execute("RELEASE job")
                 except Exception as exc:  # handed to the caller, who reports it
+                    del self._on_commit[hooks_before:]
                     db.execute("ROLLBACK TO job")
                     db.execute("RELEASE job")
                     results.append((fut, None, exc))
@@ -177,6 +190,10 @@ class Store:
             except sqlite3.Error as exc:
                 db.execute("ROLLBACK")
                 results = [(fut, None, exc) for fut, _r, _e in results]
+                self._on_commit.clear()
+            for hook in self._on_commit:
+                hook()
+            self._on_commit.clear()
             for fut, value, exc in results:
                 if exc is None:
                     fut.set_result(value)
@@ -202,14 +219,19 @@ class Store:
                 )
             except sqlite3.IntegrityError:
                 raise NameTaken(name) from None
+            record = UserRecord(name, name, pw_hash, salt, params, None)
+            self._on_commit.append(lambda: self._users.__setitem__(name.lower(), record))
 
         self._write(fn)
 
     def get_user(self, name: str) -> UserRecord | None:
-        rows = self._read(
-            "SELECT name, display, pw_hash, pw_salt, pw_params, resume_hash FROM users"
-            " WHERE name_key = ?", (name.lower(),))
-        return UserRecord(*rows[0]) if rows else None
+        return self._users.get(name.lower())
+
+    def _update_user(self, name: str, **changes) -> None:
+        """Writer thread, after a commit: the in-memory copy follows the table."""
+        key = name.lower()
+        if key in self._users:
+            self._users[key] = dataclasses.replace(self._users[key], **changes)
 
     def display_in_use(self, display: str, except_user: str) -> bool:
         return bool(self._read(
@@ -222,12 +244,17 @@ class Store:
                 db.execute("UPDATE users SET display = ? WHERE name_key = ?", (display, name.lower()))
             except sqlite3.IntegrityError:
                 raise NameTaken(display) from None
+            self._on_commit.append(lambda: self._update_user(name, display=display))
 
         self._write(fn)
 
     def set_resume_hash(self, name: str, resume_hash: bytes) -> None:
-        self._write(lambda db: db.execute(
-            "UPDATE users SET resume_hash = ? WHERE name_key = ?", (resume_hash, name.lower())))
+        def fn(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE users SET resume_hash = ? WHERE name_key = ?",
+                       (resume_hash, name.lower()))
+            self._on_commit.append(lambda: self._update_user(name, resume_hash=resume_hash))
+
+        self._write(fn)
 
     def all_users(self) -> list[tuple[str, str]]:
         return self._read("SELECT name, display FROM users ORDER BY name_key")
@@ -245,6 +272,7 @@ class Store:
             if pending_for is not None:
                 db.execute("INSERT INTO pending(user_key, msg_id) VALUES (?,?)",
                            (pending_for.lower(), cur.lastrowid))
+                self._on_commit.append(lambda: self._pending_users.add(pending_for.lower()))
             return cur.lastrowid
 
         msg_id = self._write(fn)
@@ -259,6 +287,8 @@ class Store:
 
     def pending_for(self, user: str) -> list[StoredMessage]:
         """Stored direct messages for user, oldest first. Cleared by clear_pending once sent."""
+        if user.lower() not in self._pending_users:
+            return []
         rows = self._read(
             "SELECT m.id, m.ts, m.sender, m.sender_display, m.kind, m.target, m.text"
             " FROM pending p JOIN messages m ON m.id = p.msg_id WHERE p.user_key = ?"
@@ -266,8 +296,14 @@ class Store:
         return [StoredMessage(*r) for r in rows]
 
     def clear_pending(self, user: str, upto_msg_id: int) -> None:
-        self._write(lambda db: db.execute(
-            "DELETE FROM pending WHERE user_key = ? AND msg_id <= ?", (user.lower(), upto_msg_id)))
+        key = user.lower()
+
+        def fn(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM pending WHERE user_key = ? AND msg_id <= ?", (key, upto_msg_id))
+            if db.execute("SELECT 1 FROM pending WHERE user_key = ? LIMIT 1", (key,)).fetchone() is None:
+                self._on_commit.append(lambda: self._pending_users.discard(key))
+
+        self._write(fn)
 
     def purge_conversation(self, conv: str) -> int:
         """Delete a conversation's history (stored undelivered messages stay deliverable)."""
@@ -287,8 +323,9 @@ class Store:
                else "DELETE FROM admins WHERE name_key = ?")
         self._write(lambda db: db.execute(sql, (name.lower(),)))
 
-    def is_admin(self, name: str) -> bool:
-        return bool(self._read("SELECT 1 FROM admins WHERE name_key = ?", (name.lower(),)))
+    def admins(self) -> set[str]:
+        """Every admin's name key."""
+        return {key for (key,) in self._read("SELECT name_key FROM admins")}
 
     def set_ban(self, kind: str, value: str, until: float | None, reason: str, by: str) -> None:
         self._write(lambda db: db.execute(

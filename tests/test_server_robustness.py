@@ -148,6 +148,33 @@ def test_accounts_and_history_survive_restart_and_no_plaintext_password(tmp_path
         assert [x["text"] for x in history] == ["remember me"]
 
 
+def test_what_logins_read_from_memory_is_reloaded_after_a_restart(tmp_path):
+    """Accounts, reconnect tokens, display names and who has messages waiting are kept in
+    memory for speed: a restarted server must know them all from the database."""
+    port = free_port()
+    with running_server(tmp_path, files=False, port=port) as srv:
+        with WireClient(srv.host, srv.port) as b:
+            b.register("bob")
+            b.call(m.Rename, display="Bobby")
+        with WireClient(srv.host, srv.port) as a:
+            token = a.register("alice")["resume_token"]
+            assert a.call(m.Send, kind="direct", target="bob", text="kept for later")["stored"]
+    with running_server(tmp_path, files=False, port=port) as srv:
+        with WireClient(srv.host, srv.port) as a:
+            a.hello()
+            assert a.call(m.Resume, username="alice", token=token)["user"] == "alice"
+        with WireClient(srv.host, srv.port) as b:
+            assert b.login("bob")["display"] == "Bobby"
+            ev = b.wait_for(lambda e: isinstance(e, m.ChatMessage) and e.text == "kept for later")
+            assert ev.delayed and ev.sender == "alice"
+        with WireClient(srv.host, srv.port) as b2:  # delivered once: the waiting list emptied
+            b2.login("bob")
+            b2.call(m.Send, kind="public", target="", text="marker")
+            b2.wait_for(lambda e: isinstance(e, m.ChatMessage) and e.text == "marker")
+            assert not [e for e in b2.inbox if isinstance(e, m.ChatMessage)
+                        and e.text == "kept for later"]
+
+
 def test_kill_9_right_after_acknowledged_registration_keeps_the_account(tmp_path):
     port = free_port()
     proc = start_server_process(tmp_path, port)
