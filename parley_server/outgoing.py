@@ -171,6 +171,8 @@ _HAVE_SENDMSG = hasattr(socket.socket, "sendmsg")  # not on Windows
 
 def _send_some(sock: socket.socket, pending: list) -> tuple[int, int]:
     """Send from the front of pending without blocking: (bytes sent, bytes offered)."""
+    if len(pending) == 1:  # the common case (one message since the last flush): plain send
+        return sock.send(pending[0], _DONTWAIT), len(pending[0])
     if _HAVE_SENDMSG:
         batch = pending if len(pending) <= _IOV_MAX else pending[:_IOV_MAX]
         offered = sum(map(len, batch))
@@ -184,6 +186,8 @@ def _without_first(buffers: list, count: int) -> list:
     """buffers with their first `count` bytes removed."""
     if not count:
         return buffers
+    if len(buffers) == 1 and count == len(buffers[0]):
+        return []
     i = 0
     while i < len(buffers) and count >= len(buffers[i]):
         count -= len(buffers[i])
