@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 from parley_server.config import DEFAULT_PORT, ServerConfig, app_dir
+from parley_server.memory import relaunch_without_thread_caches
 from parley_server.policy import PolicyError, load_policy
 from parley_server.runner import run_server
 from protocol.version import APP_NAME, APP_VERSION
@@ -117,4 +118,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    relaunch_without_thread_caches()  # returns at once when already done or not applicable
     sys.exit(main())
