@@ -40,6 +40,18 @@ PRESENCE_BURST, PRESENCE_BURST_GATHER = 20, 0.25
 HEAP_TRIM_INTERVAL = 30.0  # seconds between giving freed C heap back (memory.trim_heap)
 
 
+def _outside(view: memoryview, spans: list[tuple[int, int]]) -> list[memoryview]:
+    """The parts of view outside the given (start, end) spans, which are in order."""
+    parts, at = [], 0
+    for start, end in spans:
+        if start > at:
+            parts.append(view[at:start])
+        at = end
+    if at < len(view):
+        parts.append(view[at:])
+    return parts
+
+
 @dataclass
 class Room:
     name: str
@@ -251,12 +263,22 @@ class ChatServer:
             if not batch:
                 return 0
             everything = b"".join(data for data, _ in batch)
-            excluded = {ex for _, ex in batch if ex is not None}
+            # A client is not told about its own login: it gets the batch around its own
+            # notices, as views of the one joined batch. (A private copy each would cost, for
+            # a class logging in at once, hundreds of clients times the whole batch.)
+            own: dict[ClientHandler, list[tuple[int, int]]] = {}
+            start = 0
+            for data, ex in batch:
+                if ex is not None:
+                    own.setdefault(ex, []).append((start, start + len(data)))
+                start += len(data)
             online = self.online()
+            view = memoryview(everything)
             for h in online:
-                if h in excluded:
-                    h.enqueue(b"".join(data for data, ex in batch if ex is not h))
-            fan_out([h.out for h in online if h not in excluded], everything)
+                spans = own.get(h)
+                if spans is not None:
+                    h.out.put_all(_outside(view, spans))
+            fan_out([h.out for h in online if h not in own], everything)
         return len(batch)
 
     def _presence_loop(self) -> None:

@@ -84,13 +84,23 @@ class OutgoingQueue:
             self._flusher.schedule(self)
         return state is not _REFUSED
 
-    def _append(self, data: bytes) -> object:
-        """Queue data; say whether the flusher must be told (_WAKE) or not (_QUEUED), or
-        whether the data was refused (_REFUSED)."""
+    def put_all(self, parts: list) -> bool:
+        """put() several buffers (bytes or memoryviews) as one: nothing lands between them."""
+        if not parts:
+            return True
+        state = self._append(parts[0], parts[1:])
+        if state is _WAKE:
+            self._flusher.schedule(self)
+        return state is not _REFUSED
+
+    def _append(self, data, more: list | None = None) -> object:
+        """Queue data (and more after it); say whether the flusher must be told (_WAKE) or
+        not (_QUEUED), or whether the data was refused (_REFUSED)."""
+        size = len(data) if not more else len(data) + sum(map(len, more))
         with self._lock:
             if not self._open:
                 return _REFUSED
-            if self._size + len(data) > self._limit:
+            if self._size + size > self._limit:
                 self._open = False
                 self._failed = True
                 self._items.clear()
@@ -98,7 +108,9 @@ class OutgoingQueue:
             else:
                 overflow = False
                 self._items.append(data)
-                self._size += len(data)
+                if more:
+                    self._items.extend(more)
+                self._size += size
                 self._idle = False
                 if self._scheduled:
                     return _QUEUED

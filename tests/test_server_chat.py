@@ -319,3 +319,22 @@ def test_a_burst_of_logins_is_announced_once_each(srv, connect):
         ev = watcher.wait_for(lambda e: isinstance(e, m.Presence))
         seen.append(ev.user)
     assert sorted(seen) == sorted(names)  # every one, none twice
+
+
+def test_logins_in_one_burst_tell_everyone_else_but_not_the_user_itself(connect):
+    """Presence notices of a burst go out as one batch; each client gets it minus its own."""
+    first = connect("early")
+    burst = [connect(f"burst{i}") for i in range(6)]
+
+    def online(c, user):
+        return c.wait_for(lambda e: isinstance(e, m.Presence) and e.user == user and e.online)
+
+    for c in burst:
+        online(first, c.user)
+    for i, c in enumerate(burst):
+        for later in burst[i + 1:]:
+            online(c, later.user)  # everyone logged in after c is announced to c
+    connect("marker")  # everything before its notice has arrived
+    for c in [first, *burst]:
+        online(c, "marker")
+        assert not [e for e in c.inbox if isinstance(e, m.Presence) and e.user == c.user]
