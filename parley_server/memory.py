@@ -19,6 +19,8 @@ import sys
 TCACHE_OFF = "glibc.malloc.tcache_count=0"
 
 M_ARENA_MAX = -8
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 64 << 10
 
 
 def _libc():
@@ -31,10 +33,17 @@ def _libc():
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:
-    """Call before starting threads: each busy thread would otherwise get its own arena."""
+    """Call before starting threads: each busy thread would otherwise get its own arena.
+
+    Also fixes the size from which blocks get their own mapping (given back when freed). By
+    default glibc raises it to the largest block freed so far, after which big buffers (a
+    long history reply, an upload's reads) land in the shared heap among small long-lived
+    ones, where freeing them no longer returns the memory (3-minute soak: +2.4 MiB with a
+    fixed 64 KiB, +3.8 MiB without)."""
     libc = _libc()
     if libc is not None and hasattr(libc, "mallopt"):
         libc.mallopt(M_ARENA_MAX, arenas)
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
 
 
 def trim_heap() -> None:
