@@ -54,12 +54,14 @@ def trim_heap() -> None:
 
 
 def relaunch_without_thread_caches() -> None:
-    """Re-execute this interpreter with glibc's per-thread malloc caches off (no return), once.
+    """Re-execute this program with glibc's per-thread malloc caches off (no return), once:
+    not when GLIBC_TUNABLES already says something about the tcache.
 
-    For `python server.py` only: not in a frozen executable (its one-file loader would start
-    over), nor when GLIBC_TUNABLES already says something about the tcache.
+    Works for `python server.py` and for the one-file executable: there this process is the
+    loader's child, and the loader's environment, kept across exec, makes the new image reuse
+    the unpacked folder (checked: same PID, same folder, cleaned up at exit).
     """
-    if not sys.platform.startswith("linux") or getattr(sys, "frozen", False):
+    if not sys.platform.startswith("linux"):
         return
     if platform.libc_ver()[0] != "glibc":
         return

@@ -21,6 +21,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -121,6 +122,11 @@ def test_server_and_two_cli_clients(dist: Path, tmp_path: Path, unpack_dir: Path
         server.expect(rf"shared files: {re.escape(str(app / 'ServerFiles'))}$")
         server.expect(rf"data: +{re.escape(str(app / 'data'))}$")
         assert (app / "ServerFiles").is_dir() and (app / "data").is_dir()
+        if sys.platform.startswith("linux"):  # the program re-executed itself (memory.py)
+            loader = server.proc.pid
+            children = Path(f"/proc/{loader}/task/{loader}/children").read_text().split()
+            assert [c for c in children if b"GLIBC_TUNABLES=glibc.malloc.tcache_count=0"
+                    in Path(f"/proc/{c}/environ").read_bytes().split(b"\0")]
 
         cli = [str(dist / "parley-client"), "--cli", "127.0.0.1", str(port)]
         alice, bob = start(cli, env, tmp_path), start(cli, env, tmp_path)
