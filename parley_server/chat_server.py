@@ -241,7 +241,8 @@ class ChatServer:
     # ------------------------------------------------------------ delivery
 
     def announce_presence(self, msg: m.Message, exclude: ClientHandler | None = None) -> None:
-        """Queue a presence change for everyone, gathered for PRESENCE_GATHER seconds.
+        """Queue a presence change for everyone, gathered for PRESENCE_GATHER seconds (longer
+        during a burst: PRESENCE_BURST_GATHER).
 
         When a class logs in at once, every login would otherwise cost one write to every
         client (a thousand logins, a million writes); gathered, a burst costs one write per
@@ -297,6 +298,7 @@ class ChatServer:
         return fan_out([h.out for h in self.online() if h is not exclude], data)
 
     def send_to(self, user_keys: list[str], msg: m.Message) -> int:
+        self.flush_presence()  # as broadcast(): "online" before anything the user says
         data = encode_message(msg, self.config.max_frame)
         with self.lock:
             targets = [self.clients.get(k.lower()) for k in user_keys]
