@@ -60,7 +60,7 @@ class TLSChannel:
         """
         with self._lock:
             chunks: list[bytes] = []
-            for start in range(0, max(len(raw), 1), BIO_SLICE):
+            for start in range(0, len(raw), BIO_SLICE):
                 self._incoming.write(raw[start:start + BIO_SLICE])
                 self._advance()
                 if self.established:

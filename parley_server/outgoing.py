@@ -79,16 +79,13 @@ class OutgoingQueue:
 
     def put(self, data: bytes) -> bool:
         """Queue data for the client; False if the queue is closed (or just overflowed)."""
-        state = self._append(data)
-        if state is _WAKE:
-            self._flusher.schedule(self)
-        return state is not _REFUSED
+        return self._scheduled_after(self._append(data))
 
     def put_all(self, parts: list) -> bool:
         """put() several buffers (bytes or memoryviews) as one: nothing lands between them."""
-        if not parts:
-            return True
-        state = self._append(parts[0], parts[1:])
+        return not parts or self._scheduled_after(self._append(parts[0], parts[1:]))
+
+    def _scheduled_after(self, state: object) -> bool:
         if state is _WAKE:
             self._flusher.schedule(self)
         return state is not _REFUSED
@@ -155,7 +152,7 @@ class OutgoingQueue:
             self._unsent = pending  # until the send says how much of it went
             sent, offered = _send_some(self.sock, pending)
         except (BlockingIOError, InterruptedError):
-            sent, offered = 0, 1
+            sent, offered = 0, 1  # nothing went: wait until the socket takes more
         except OSError as exc:  # ssl.SSLError from the transform is one too
             with self._lock:
                 already, self._failed, self._open = self._failed, True, False
@@ -183,15 +180,13 @@ _HAVE_SENDMSG = hasattr(socket.socket, "sendmsg")  # not on Windows
 
 def _send_some(sock: socket.socket, pending: list) -> tuple[int, int]:
     """Send from the front of pending without blocking: (bytes sent, bytes offered)."""
+    if len(pending) > 1 and not _HAVE_SENDMSG:
+        pending[:] = [b"".join(pending)]
     if len(pending) == 1:  # the common case (one message since the last flush): plain send
         return sock.send(pending[0], _DONTWAIT), len(pending[0])
-    if _HAVE_SENDMSG:
-        batch = pending if len(pending) <= _IOV_MAX else pending[:_IOV_MAX]
-        offered = sum(map(len, batch))
-        return (sock.sendmsg(batch, (), _DONTWAIT) if offered else 0), offered
-    if len(pending) > 1:
-        pending[:] = [b"".join(pending)]
-    return (sock.send(pending[0], _DONTWAIT) if pending else 0), len(pending[0]) if pending else 0
+    batch = pending if len(pending) <= _IOV_MAX else pending[:_IOV_MAX]
+    offered = sum(map(len, batch))
+    return (sock.sendmsg(batch, (), _DONTWAIT) if offered else 0), offered
 
 
 def _without_first(buffers: list, count: int) -> list:
