@@ -9,6 +9,7 @@ from a session we already dropped are ignored.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import tkinter as tk
 from collections.abc import Callable
@@ -337,17 +338,37 @@ def _close_session(session) -> None:
 
 def main(args) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    on_signal = QuitOnSignals()
     root = tk.Tk(className="Parley")
     app = App(root, Settings.load(), theme=getattr(args, "theme", None),
               discovery=not getattr(args, "no_discovery", False),
               tls=not getattr(args, "no_tls", False))
+    on_signal.app = app
     host = getattr(args, "host", None)
     if host and app.login is not None:
         app.login.server_var.set(format_server(host, getattr(args, "port", None)
                                                or DEFAULT_PORT))
-    try:
-        root.mainloop()
-    except KeyboardInterrupt:  # Ctrl+C in the terminal that started us: leave as if closed
-        app.quit()
+    root.mainloop()
     app.join_closers()
     return 0
+
+
+class QuitOnSignals:
+    """Ctrl+C in the terminal that started us, or SIGTERM (a desktop logout, `kill`, a parent
+    script): leave exactly as if the window were closed, logging out first.
+
+    Python runs signal handlers on the main thread (the Tk thread) between bytecodes, which
+    may be in the middle of a Tk callback; the default SIGINT handler would raise
+    KeyboardInterrupt there, Tk would print it and carry on, and the UI queue's tick could
+    die with it. So once the window exists the handler only queues app.quit for the next
+    tick; before that there is nothing to close and it simply exits."""
+
+    def __init__(self) -> None:
+        self.app: App | None = None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self)
+
+    def __call__(self, signum, frame) -> None:
+        if self.app is None:
+            raise SystemExit(0)
+        self.app.ui.call(self.app.quit)

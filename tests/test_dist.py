@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 from linereader import LineReader
 from serverutil import free_port
+from x11close import request_close
 
 from protocol.version import APP_NAME, APP_VERSION
 
@@ -220,9 +221,10 @@ def test_gui_client_opens_login_window(dist: Path, tmp_path: Path, unpack_dir: P
         titles = [subprocess.run(["xdotool", "getwindowname", w], capture_output=True,
                                  text=True, timeout=WAIT).stdout.strip() for w in windows]
         assert any("Log in" in t for t in titles), titles
-        # Destroying the window ends Tk's main loop: the program exits normally and the
-        # bootloader removes its unpack folder (checked by the unpack_dir fixture).
-        subprocess.run(["xdotool", "windowclose", windows[0]], check=True, timeout=WAIT)
+        # Closing the window (what the close button does) ends Tk's main loop: the program
+        # exits normally and the bootloader removes its unpack folder (checked by the
+        # unpack_dir fixture).
+        request_close(windows[0], display)
         output, _ = proc.communicate(timeout=WAIT)
         assert proc.returncode == 0, output
         assert "Traceback" not in output, output
