@@ -417,7 +417,8 @@ def report(args, records, junk_counts, base, start, end, server_rc, stuck, wind_
         ("send outcome unknown (timeout/disconnect)", f"{f['unconfirmed']} "
          f"(copies received {f['received_unconfirmed']})"),
         ("deliveries owed / received of those", f"{f['owed']} / {f['received_owed']}"),
-        ("message events received (delayed)", f"{f['received']} ({f['delayed']})"),
+        ("message events received (delayed; stored ones again, not acknowledged)",
+         f"{f['received']} ({f['delayed']}; {counters['delayed_again']})"),
         ("LOST", f"{f['lost']}"),
         ("DUPLICATED", f"{f['duplicated'] + f['duplicated_unconfirmed']}"),
         ("misdelivered / unknown tags / untagged", f"{f['misdelivered']} / {f['unknown_tags']}"

@@ -136,6 +136,10 @@ class SimUser:
         self._generation = 0                # which session an event came from
         self.uploads = 0
         self.actions = 0
+        # Stored messages come again at the next login until a session acknowledges them
+        # (one that ends right after reading them may not have): that is a copy, not a
+        # duplicate delivery, so it is counted apart.
+        self.delayed_seen: set[int] = set()
 
     # ------------------------------------------------------------------ events
 
@@ -144,10 +148,13 @@ class SimUser:
             tag = tag_of(ev.text)
             if tag is None:
                 self.rec.foreign += 1
+            elif ev.delayed and ev.msg_id in self.delayed_seen:
+                self.rec.counters["delayed_again"] += 1
             else:
                 self.rec.received.append(tag)
                 if ev.delayed:
                     self.rec.delayed += 1
+                    self.delayed_seen.add(ev.msg_id)
         elif isinstance(ev, m.Bye):
             self.rec.counters[f"bye_{ev.code}"] += 1
         elif (isinstance(ev, Disconnected) and not self._closing

@@ -103,6 +103,8 @@ class _Link:
         self.reader: threading.Thread | None = None
         self.writer: threading.Thread | None = None
         self.tls: TLSChannel | None = None  # None with tls=False: plain TCP
+        self.delayed_upto = 0  # the newest stored (offline) message received on this link
+        self.delayed_acked = 0  # ... and the newest acknowledged to the server
 
     def shutdown(self) -> None:
         self.outq.put(None)
@@ -147,6 +149,8 @@ class ClientSession:
         self._events: queue.SimpleQueue[object] | None = None  # the dispatcher's queue
         self._dispatcher: threading.Thread | None = None
         self._closed = False
+        # Stored messages come again after a reconnect until acknowledged: show each once.
+        self._delayed_seen: set[int] = set()
 
     # ------------------------------------------------------------------ properties
 
@@ -522,6 +526,8 @@ class ClientSession:
                     events = link.conn.events()
                 for event in events:
                     self._handle(link, event)
+                if link.delayed_upto > link.delayed_acked:
+                    self._ack_delayed(link)
                 if not data:
                     break
         except RemoteProtocolError as exc:
@@ -552,6 +558,13 @@ class ClientSession:
             if event.user == self._user:
                 self._display = event.display
             self._emit(event)
+        elif isinstance(event, m.ChatMessage) and event.delayed:
+            with self._lock:
+                fresh = event.msg_id not in self._delayed_seen
+                self._delayed_seen.add(event.msg_id)
+                link.delayed_upto = max(link.delayed_upto, event.msg_id)
+            if fresh:
+                self._emit(event)
         elif isinstance(event, ConnectionClosed):
             return
         elif isinstance(event, BadMessage):
@@ -567,6 +580,14 @@ class ClientSession:
                 self._emit(Notice(f"skipped a message from the server: {event.message}"))
         else:
             self._emit(event)
+
+    def _ack_delayed(self, link: _Link) -> None:
+        """Tell the server that the stored messages read so far are queued for on_event (once
+        per batch read), so that it forgets them; until then it keeps them and sends them
+        again at the next login. Nobody waits for the reply: a lost ack means a copy later,
+        which _handle drops, or which the app drops by msg_id after a restart."""
+        link.delayed_acked = link.delayed_upto
+        self._submit(link, m.AckDelayed, {"msg_id": link.delayed_upto}, Future())
 
     def _apply_ok(self, link: _Link, request: m.Request, result: dict) -> None:
         """Update session state before the caller sees the result (so .user is already set)."""

@@ -95,6 +95,7 @@ def _log_in(h: ClientHandler, name: str, display: str, new: bool) -> dict:
         old = server.clients.get(name.lower())
         server.clients[name.lower()] = h
         h.user, h.display = name, display
+        h.delayed_sent_upto = 0
     if old is not None:
         old.user = None  # so its teardown does not announce a departure
         old.disconnect("logged_in_elsewhere", "you logged in from another place")
@@ -107,15 +108,22 @@ def _log_in(h: ClientHandler, name: str, display: str, new: bool) -> dict:
 
 
 def _deliver_pending(h: ClientHandler) -> None:
+    """Send the stored direct messages after the login's ok. They stay stored until the client
+    acknowledges them (ack_delayed): queued bytes are not yet read ones, and a connection
+    or a server that dies now must not take them along."""
     if h.user is None:
         return
-    delivered = None
     for stored in h.server.store.pending_for(h.user):
-        if not h.send_event(_event(stored, delayed=True)):
-            break  # the connection went away: keep the rest for the next login
-        delivered = stored.msg_id
-    if delivered is not None:
-        h.server.store.clear_pending(h.user, delivered)
+        if not h.send_delayed(_event(stored, delayed=True)):
+            break  # the connection went away: all of them come again at the next login
+
+
+@command(m.AckDelayed)
+def ack_delayed(h: ClientHandler, req: m.AckDelayed) -> dict:
+    upto = min(req.msg_id, h.delayed_sent_upto)
+    if upto:
+        h.server.store.clear_pending(h.user, upto)
+    return {}
 
 
 def _require_logged_out(h: ClientHandler) -> None:
@@ -148,6 +156,7 @@ def resume(h: ClientHandler, req: m.Resume) -> dict:
 def logout(h: ClientHandler, req: m.Logout) -> dict:
     h.server.log_out(h)
     h.user, h.display = None, ""
+    h.delayed_sent_upto = 0
     return {}
 
 
@@ -236,6 +245,11 @@ def send(h: ClientHandler, req: m.Send) -> dict:
         server.flush_presence()  # the recipient hears that the sender is online first
         if target is not None:
             target.send_event(event)
+        elif (late := server.get_client(record.name)) is not None:
+            # They logged in while it was being stored, perhaps after their login read the
+            # stored messages: deliver it now as a stored one (a client that got it twice
+            # drops the copy by msg_id), rather than leave it for their next login.
+            late.send_delayed(_event(stored, delayed=True))
         if target is not h:
             h.send_event(event)
         result = {"msg_id": stored.msg_id, "ts": stored.ts}

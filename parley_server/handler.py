@@ -43,6 +43,9 @@ class ClientHandler:
         self.ip = address[0]
         self.user: str | None = None
         self.display: str = ""
+        # The newest stored (offline) message sent since this login: ack_delayed never clears
+        # beyond it, so an acknowledgement covers only what this connection was really sent.
+        self.delayed_sent_upto = 0
         self.conn = Connection(Role.SERVER, max_frame=server.config.max_frame)
         self.uploads: set[str] = set()
         self.connected_at = time.time()
@@ -83,6 +86,15 @@ class ClientHandler:
 
     def send_event(self, msg: m.Message) -> bool:
         return self.out.put(encode_message(msg, self.server.config.max_frame))
+
+    def send_delayed(self, msg: m.ChatMessage) -> bool:
+        """Send a stored direct message (delayed=True) and remember that it was sent. Two
+        threads may race here (our login, a sender's late delivery); losing an update only
+        makes an acknowledgement clear less, and the rest comes again at the next login."""
+        if not self.send_event(msg):
+            return False
+        self.delayed_sent_upto = max(self.delayed_sent_upto, msg.msg_id)
+        return True
 
     def _reply(self, msg: m.Message) -> None:
         # Replies go through our Connection so its state machine follows logins and logouts.

@@ -290,7 +290,8 @@ class Store:
         return [StoredMessage(*r) for r in reversed(rows)]
 
     def pending_for(self, user: str) -> list[StoredMessage]:
-        """Stored direct messages for user, oldest first. Cleared by clear_pending once sent."""
+        """Stored direct messages for user, oldest first. Kept until clear_pending (the client's
+        acknowledgement)."""
         if user.lower() not in self._pending_users:
             return []
         rows = self._read(
@@ -300,7 +301,10 @@ class Store:
         return [StoredMessage(*r) for r in rows]
 
     def clear_pending(self, user: str, upto_msg_id: int) -> None:
+        """Forget user's stored messages up to upto_msg_id (the client has them)."""
         key = user.lower()
+        if key not in self._pending_users:
+            return  # nothing stored: no write
 
         def fn(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM pending WHERE user_key = ? AND msg_id <= ?", (key, upto_msg_id))

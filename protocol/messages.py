@@ -150,6 +150,15 @@ class History(Request):
 
 
 @dataclass(frozen=True)
+class AckDelayed(Request):
+    """The client has taken in every delayed (stored offline) message up to msg_id; until it
+    says so, the server keeps them and sends them again at the next login."""
+
+    TYPE: ClassVar[str] = "ack_delayed"
+    msg_id: int
+
+
+@dataclass(frozen=True)
 class ListFiles(Request):
     TYPE: ClassVar[str] = "list_files"
 
@@ -302,8 +311,8 @@ CLIENT_MESSAGES: dict[str, type[Message]] = {
     cls.TYPE: cls
     for cls in (
         Hello, Register, Login, Resume, Logout, Send, ListUsers, ListOnline, ListRooms, RoomMembers,
-        JoinRoom, LeaveRoom, CloseRoom, OpenSession, CloseSession, Rename, History, ListFiles,
-        Download, UploadBegin, UploadChunk, UploadEnd, UploadAbort, Moderate, Pong,
+        JoinRoom, LeaveRoom, CloseRoom, OpenSession, CloseSession, Rename, History, AckDelayed,
+        ListFiles, Download, UploadBegin, UploadChunk, UploadEnd, UploadAbort, Moderate, Pong,
     )
 }
 SERVER_MESSAGES: dict[str, type[Message]] = {

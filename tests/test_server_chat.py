@@ -130,20 +130,40 @@ def test_direct_message_errors(connect):
     assert a.call(m.Send, kind="public", target="", text="x" * 4000)["msg_id"] > 0
 
 
-def test_offline_direct_message_is_delivered_at_next_login(connect):
+def test_offline_direct_messages_stay_stored_until_acknowledged(connect):
+    """Queued is not read: a connection (or a server) that dies right after the login must
+    not take the stored messages along. They come again until the client acknowledges them,
+    and an acknowledgement covers what it names, no more."""
     connect("bob").close()
     a = connect("alice")
-    assert a.call(m.Send, kind="direct", target="bob", text="while you were out")["stored"]
-    b = connect()
-    b.login("bob")
-    ev = b.wait_for(is_msg("while you were out"))
-    assert ev.delayed and ev.sender == "alice"
+    texts = [f"while you were out {i}" for i in range(3)]
+    ids = []
+    for text in texts:
+        sent = a.call(m.Send, kind="direct", target="bob", text=text)
+        assert sent["stored"]
+        ids.append(sent["msg_id"])
+
+    def log_in_bob() -> tuple[WireClient, list[m.ChatMessage]]:
+        b = connect()
+        b.login("bob")
+        b.call(m.Send, kind="public", target="", text="marker")  # after the stored ones
+        b.wait_for(is_msg("marker"))
+        return b, [e for e in b.messages() if e.text != "marker"]
+
+    b, got = log_in_bob()
+    assert [(e.msg_id, e.text, e.delayed, e.sender) for e in got] == \
+        [(i, t, True, "alice") for i, t in zip(ids, texts, strict=True)]
+    b.close()  # gone without acknowledging
+    b, got = log_in_bob()
+    assert [e.msg_id for e in got] == ids and all(e.delayed for e in got)
+    assert b.call(m.AckDelayed, msg_id=ids[1]) == {}  # the first two taken in
     b.close()
-    b2 = connect()
-    b2.login("bob")  # delivered once only
-    b2.call(m.Send, kind="public", target="", text="marker")
-    b2.wait_for(is_msg("marker"))
-    assert not [e for e in b2.inbox if isinstance(e, m.ChatMessage)]
+    b, got = log_in_bob()
+    assert [e.msg_id for e in got] == ids[2:]
+    b.call(m.AckDelayed, msg_id=ids[2])
+    b.close()
+    b, got = log_in_bob()
+    assert got == []
 
 
 def test_rooms_create_join_message_and_close_rights(connect):

@@ -170,7 +170,8 @@ def test_what_logins_read_from_memory_is_reloaded_after_a_restart(tmp_path):
             assert b.login("bob")["display"] == "Bobby"
             ev = b.wait_for(lambda e: isinstance(e, m.ChatMessage) and e.text == "kept for later")
             assert ev.delayed and ev.sender == "alice"
-        with WireClient(srv.host, srv.port) as b2:  # delivered once: the waiting list emptied
+            b.call(m.AckDelayed, msg_id=ev.msg_id)
+        with WireClient(srv.host, srv.port) as b2:  # acknowledged: the waiting list emptied
             b2.login("bob")
             b2.call(m.Send, kind="public", target="", text="marker")
             b2.wait_for(lambda e: isinstance(e, m.ChatMessage) and e.text == "marker")
@@ -196,6 +197,36 @@ def test_kill_9_right_after_acknowledged_registration_keeps_the_account(tmp_path
             a.login("durable")
             texts = [x["text"] for x in a.call(m.History, kind="public", target="")["messages"]]
             assert texts == ["acked"]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_kill_9_after_stored_messages_were_sent_but_not_acknowledged_keeps_them(tmp_path):
+    """The server had queued bob's stored message (it may even have reached his socket) when
+    it died: bob never acknowledged it, so it is his again after the restart."""
+    port = free_port()
+    proc = start_server_process(tmp_path, port)
+    try:
+        with WireClient("127.0.0.1", port) as b:
+            b.register("bob")
+        with WireClient("127.0.0.1", port) as a:
+            a.register("alice")
+            assert a.call(m.Send, kind="direct", target="bob", text="do not lose me")["stored"]
+        with WireClient("127.0.0.1", port) as b:
+            b.login("bob")
+            assert b.wait_for(lambda e: isinstance(e, m.ChatMessage)).text == "do not lose me"
+            proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    proc = start_server_process(tmp_path, port)
+    try:
+        with WireClient("127.0.0.1", port) as b:
+            b.login("bob")
+            ev = b.wait_for(lambda e: isinstance(e, m.ChatMessage))
+            assert (ev.text, ev.delayed) == ("do not lose me", True)
     finally:
         proc.terminate()
         proc.wait(10)

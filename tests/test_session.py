@@ -251,6 +251,25 @@ def test_reconnect_after_server_restart_flushes_outbox(tmp_path, sessions):
         assert (late.text, late.delayed) == ("sent while away", True)
 
 
+def test_session_acknowledges_stored_messages_so_they_come_once(tmp_path, sessions):
+    with running_server(tmp_path, files=False) as srv:
+        bob, _ = logged_in(sessions, srv, "bob")
+        bob.close()
+        alice, _ = logged_in(sessions, srv, "alice")
+        for text in ("one", "two"):
+            assert alice.send("direct", "bob", text).result(WAIT)["stored"]
+        assert len(srv.server.store.pending_for("bob")) == 2
+        bob, rec = sessions()
+        bob.connect(srv.host, srv.port)
+        bob.login("bob", "password-bob").result(WAIT)
+        got = [rec.wait_for(lambda e: isinstance(e, m.ChatMessage)) for _ in range(2)]
+        assert [(e.text, e.delayed) for e in got] == [("one", True), ("two", True)]
+        deadline = time.monotonic() + WAIT
+        while srv.server.store.pending_for("bob"):  # the acknowledgement follows the batch
+            assert time.monotonic() < deadline, "the session never acknowledged"
+            time.sleep(0.02)  # polling interval of a bounded wait
+
+
 def test_refused_resume_leaves_session_connected_but_logged_out(tmp_path, sessions):
     port = free_port()
     with running_server(tmp_path / "one", files=False, port=port) as srv:
