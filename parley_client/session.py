@@ -1,13 +1,13 @@
 """ClientSession: one chat connection to a Parley server, thread-safe, without any UI.
 
-Threads, per connection ("link"):
+Threads, per connection (a Link, link.py):
   * a reader that feeds protocol.Connection, settles request futures and answers pings;
-  * a writer that owns socket.sendall. Callers (a Tk event handler, the reader answering a ping)
+  * a writer (Link.write_loop) that owns socket.sendall. Callers (a Tk event handler, the reader answering a ping)
     only encode under the session lock and enqueue, so nobody but the writer ever blocks on a
     full socket buffer, and the wire order is the order in which requests were made.
 Per session:
-  * a dispatcher that calls on_event, one event at a time and in order, so a slow or blocking
-    callback (one that waits on a future, say) never stalls the reader;
+  * an EventDispatcher (dispatcher.py) that calls on_event, one event at a time and in order,
+    so a slow or blocking callback (one that waits on a future, say) never stalls the reader;
   * while reconnecting, a reconnect thread.
 """
 
@@ -15,22 +15,20 @@ from __future__ import annotations
 
 import itertools
 import logging
-import queue
 import random
-import socket
 import ssl
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from pathlib import Path
 from typing import Any
 
-from parley_common.tlsbio import TLSChannel, format_fingerprint
-from protocol import PROTOCOL_VERSION, BadMessage, Connection, ConnectionClosed, Role
+from parley_common.tlsbio import format_fingerprint
+from protocol import PROTOCOL_VERSION, BadMessage, ConnectionClosed
 from protocol import messages as m
 from protocol.errors import LocalProtocolError, RemoteProtocolError
 
+from .dispatcher import EventDispatcher
 from .events import (
     Connected,
     Disconnected,
@@ -41,6 +39,7 @@ from .events import (
     Reconnecting,
     SessionError,
 )
+from .link import Link, open_socket, tls_handshake
 from .trust_store import TrustStore
 
 __all__ = ["ClientSession", "SessionError"]
@@ -86,35 +85,6 @@ def failed(code: str, message: str) -> Future:
     return fut
 
 
-class _Link:
-    """One TCP connection and its protocol state; replaced wholesale on reconnect."""
-
-    def __init__(self, sock: socket.socket, host: str, port: int) -> None:
-        self.sock = sock
-        self.host = host
-        self.port = port
-        self.conn = Connection(Role.CLIENT)
-        self.outq: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-        self.pending: dict[int, tuple[Future, m.Request]] = {}
-        self.established = False  # hello answered ok
-        self.live = False  # announced to the user (Connected, or Reconnected after re-login)
-        self.lost = False
-        self.bye: m.Bye | None = None
-        self.reader: threading.Thread | None = None
-        self.writer: threading.Thread | None = None
-        self.tls: TLSChannel | None = None  # None with tls=False: plain TCP
-        self.delayed_upto = 0  # the newest stored (offline) message received on this link
-        self.delayed_acked = 0  # ... and the newest acknowledged to the server
-
-    def shutdown(self) -> None:
-        self.outq.put(None)
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # already reset by the peer; close() below is what matters
-        self.sock.close()
-
-
 class ClientSession:
     def __init__(self, on_event: Callable[[object], None], *, software: str = "parley",
                  auto_reconnect: bool = False, tls: bool = True, trust: TrustStore | None = None,
@@ -122,7 +92,6 @@ class ClientSession:
         """trust: the pinned certificates (default: in memory, for this session only).
         on_new_fingerprint(host, port, fingerprint) is asked, on the connecting thread, about
         a server not in trust; True accepts and remembers it. Default: accept."""
-        self._on_event = on_event
         self._tls = tls
         self._trust = trust if trust is not None else TrustStore()
         self._on_new_fingerprint = on_new_fingerprint
@@ -131,7 +100,7 @@ class ClientSession:
         self._auto_reconnect = auto_reconnect
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
-        self._link: _Link | None = None
+        self._link: Link | None = None
         self._host: str | None = None
         self._port: int | None = None
         self._server_info: dict | None = None
@@ -146,9 +115,7 @@ class ClientSession:
         self._reconnect_thread: threading.Thread | None = None
         self._outbox: list[tuple[dict, Future]] = []
         self._uploads: dict[str, Any] = {}
-        self._events: queue.SimpleQueue[object] | None = None  # the dispatcher's queue
-        self._dispatcher: threading.Thread | None = None
-        self._closed = False
+        self._events = EventDispatcher(on_event)
         # Stored messages come again after a reconnect until acknowledged: show each once.
         self._delayed_seen: set[int] = set()
 
@@ -202,7 +169,7 @@ class ClientSession:
                 raise SessionError("already_connected", "already connected; disconnect first")
             self._connecting = True
             self._closing = threading.Event()
-            self._closed = False
+            self._events.reopen()
             self._logged_out = False
             self._credentials = None
             self._user = self._display = None
@@ -214,26 +181,21 @@ class ClientSession:
         return info
 
     def _establish(self, host: str, port: int, timeout: float, *, initial: bool,
-                   closing: threading.Event | None = None) -> tuple[_Link, dict]:
+                   closing: threading.Event | None = None) -> tuple[Link, dict]:
         # A reconnect thread passes the closing event of its own epoch: after close() and a
         # new connect(), a late attempt of the old epoch must not install its link.
         closing = closing or self._closing
-        try:
-            sock = socket.create_connection((host, port), timeout=timeout)
-        except OSError as exc:
-            raise SessionError("unreachable", f"cannot reach {host}:{port}: "
-                               f"{exc.strerror or exc}") from None
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = open_socket(host, port, timeout)
         channel = early = None
         if self._tls:
             try:
-                channel, early = _tls_handshake(sock, host, port, timeout)
+                channel, early = tls_handshake(sock, host, port, timeout)
                 self._check_pin(host, port, channel.peer_fingerprint() or "")
             except SessionError:
                 sock.close()
                 raise
         sock.settimeout(None)
-        link = _Link(sock, host, port)
+        link = Link(sock, host, port)
         link.tls = channel
         if early:
             link.conn.receive_data(early)  # the reader takes the events with its first read
@@ -244,7 +206,8 @@ class ClientSession:
             self._link = link
             link.reader = threading.Thread(target=self._read_loop, args=(link,),
                                            name="parley-reader", daemon=True)
-            link.writer = threading.Thread(target=self._write_loop, args=(link,),
+            link.writer = threading.Thread(target=link.write_loop,
+                                           args=(lambda why: self._lose(link, why, None),),
                                            name="parley-writer", daemon=True)
             link.reader.start()
             link.writer.start()
@@ -278,7 +241,7 @@ class ClientSession:
             self._host, self._port, self._server_info = host, port, info
             if initial and not link.lost:
                 link.live = True
-                self._emit(Connected(host, port, info))
+                self._events.emit(Connected(host, port, info))
         return link, info
 
     # ------------------------------------------------------------------ requests
@@ -298,7 +261,7 @@ class ClientSession:
             self._submit(link, msg_type, fields, fut)
         return fut
 
-    def _submit(self, link: _Link, msg_type: type[m.Request], fields: dict, fut: Future) -> None:
+    def _submit(self, link: Link, msg_type: type[m.Request], fields: dict, fut: Future) -> None:
         """Encode and enqueue under the lock, so the wire order is the order of calls."""
         with self._lock:
             msg = msg_type(id=next(self._ids), **fields)
@@ -314,7 +277,7 @@ class ClientSession:
             link.pending[msg.id] = (fut, msg)
             link.outq.put(data)
 
-    def _send_untracked(self, link: _Link, msg: m.Message) -> None:
+    def _send_untracked(self, link: Link, msg: m.Message) -> None:
         with self._lock:
             if link.lost:
                 return
@@ -468,35 +431,7 @@ class ClientSession:
             self._trust.remember(host, port, fingerprint)
         self._fingerprint = fingerprint
 
-    def _write_loop(self, link: _Link) -> None:
-        while True:
-            data = link.outq.get()
-            if data is None:
-                return
-            last = False
-            try:
-                if link.tls is not None:
-                    # Encrypt everything queued in one go: one TLS write, one sendall.
-                    batch = [data]
-                    while True:
-                        try:
-                            more = link.outq.get_nowait()
-                        except queue.Empty:
-                            break
-                        if more is None:
-                            last = True
-                            break
-                        batch.append(more)
-                    data = link.tls.encrypt(b"".join(batch))
-                if data:
-                    link.sock.sendall(data)
-            except OSError as exc:  # ssl.SSLError included
-                self._lose(link, f"connection lost while sending: {exc.strerror or exc}", None)
-                return
-            if last:
-                return
-
-    def _read_loop(self, link: _Link) -> None:
+    def _read_loop(self, link: Link) -> None:
         reason, code = "the server closed the connection", None
         try:
             while not link.lost:
@@ -536,7 +471,7 @@ class ClientSession:
             reason, code = link.bye.reason or reason, link.bye.code
         self._lose(link, reason, code)
 
-    def _handle(self, link: _Link, event: object) -> None:
+    def _handle(self, link: Link, event: object) -> None:
         if isinstance(event, m.Ok | m.Error) and event.id is not None:
             with self._lock:
                 entry = link.pending.pop(event.id, None)
@@ -553,18 +488,18 @@ class ClientSession:
             self._send_untracked(link, m.Pong(nonce=event.nonce))
         elif isinstance(event, m.Bye):
             link.bye = event
-            self._emit(event)
+            self._events.emit(event)
         elif isinstance(event, m.Renamed):
             if event.user == self._user:
                 self._display = event.display
-            self._emit(event)
+            self._events.emit(event)
         elif isinstance(event, m.ChatMessage) and event.delayed:
             with self._lock:
                 fresh = event.msg_id not in self._delayed_seen
                 self._delayed_seen.add(event.msg_id)
                 link.delayed_upto = max(link.delayed_upto, event.msg_id)
             if fresh:
-                self._emit(event)
+                self._events.emit(event)
         elif isinstance(event, ConnectionClosed):
             return
         elif isinstance(event, BadMessage):
@@ -577,11 +512,11 @@ class ClientSession:
                 settle(entry[0], exc=SessionError(event.code, event.message))
             else:
                 log.warning("skipped a message from the server: %s", event.message)
-                self._emit(Notice(f"skipped a message from the server: {event.message}"))
+                self._events.emit(Notice(f"skipped a message from the server: {event.message}"))
         else:
-            self._emit(event)
+            self._events.emit(event)
 
-    def _ack_delayed(self, link: _Link) -> None:
+    def _ack_delayed(self, link: Link) -> None:
         """Tell the server that the stored messages read so far are queued for on_event (once
         per batch read), so that it forgets them; until then it keeps them and sends them
         again at the next login. Nobody waits for the reply: a lost ack means a copy later,
@@ -589,7 +524,7 @@ class ClientSession:
         link.delayed_acked = link.delayed_upto
         self._submit(link, m.AckDelayed, {"msg_id": link.delayed_upto}, Future())
 
-    def _apply_ok(self, link: _Link, request: m.Request, result: dict) -> None:
+    def _apply_ok(self, link: Link, request: m.Request, result: dict) -> None:
         """Update session state before the caller sees the result (so .user is already set)."""
         if isinstance(request, m.Hello):
             link.established = True
@@ -602,19 +537,19 @@ class ClientSession:
                 self._logged_out = False
                 announce = link.live  # a re-login during reconnect is announced as Reconnected
             if announce:
-                self._emit(LoggedIn(self._user, self._display, bool(result.get("new", False))))
+                self._events.emit(LoggedIn(self._user, self._display, bool(result.get("new", False))))
         elif isinstance(request, m.Logout):
             with self._lock:
                 self._user = self._display = None
                 self._credentials = None
                 self._logged_out = True
-            self._emit(LoggedOut("logged out"))
+            self._events.emit(LoggedOut("logged out"))
         elif isinstance(request, m.Rename):
             self._display = result.get("display", request.display)
 
     # ------------------------------------------------------------------ losing and regaining
 
-    def _lose(self, link: _Link, reason: str, code: str | None, *, reconnect: bool = True
+    def _lose(self, link: Link, reason: str, code: str | None, *, reconnect: bool = True
               ) -> None:
         with self._lock:
             if link.lost:
@@ -638,7 +573,7 @@ class ClientSession:
             settle(fut, exc=SessionError("disconnected", f"disconnected: {reason}"))
         with self._lock:  # so close() sees either no reconnect thread or a started one
             if announce:
-                self._emit(Disconnected(reason, code, will_reconnect))
+                self._events.emit(Disconnected(reason, code, will_reconnect))
             if will_reconnect and not self._closing.is_set():
                 thread = threading.Thread(target=self._reconnect_loop,
                                           args=(link.host, link.port, self._closing),
@@ -652,7 +587,7 @@ class ClientSession:
         while not closing.is_set():
             attempt += 1
             wait = min(RECONNECT_MAX_DELAY, delay * random.uniform(0.8, 1.2))
-            self._emit(Reconnecting(attempt, round(wait, 3)))
+            self._events.emit(Reconnecting(attempt, round(wait, 3)))
             if closing.wait(wait):
                 break
             delay = min(delay * 2, RECONNECT_MAX_DELAY)
@@ -684,7 +619,7 @@ class ClientSession:
                 return
         self._fail_outbox()
 
-    def _finish_reconnect(self, link: _Link, refused: SessionError | None,
+    def _finish_reconnect(self, link: Link, refused: SessionError | None,
                           closing: threading.Event) -> bool:
         with self._lock:
             if link.lost or self._link is not link or closing.is_set():
@@ -696,8 +631,8 @@ class ClientSession:
             if refused is not None:
                 self._user = self._display = None
                 self._credentials = None
-                self._emit(LoggedOut(f"logging in again was refused: {refused.message}"))
-            self._emit(Reconnected(self._user))
+                self._events.emit(LoggedOut(f"logging in again was refused: {refused.message}"))
+            self._events.emit(Reconnected(self._user))
             outbox, self._outbox = self._outbox, []
             if refused is None:
                 for fields, fut in outbox:
@@ -713,7 +648,7 @@ class ClientSession:
             self._user = self._display = None
             self._credentials = None
         self._fail_outbox()
-        self._emit(Disconnected(reason, code, False))
+        self._events.emit(Disconnected(reason, code, False))
 
     def _fail_outbox(self) -> None:
         with self._lock:
@@ -745,87 +680,4 @@ class ClientSession:
         with self._lock:
             self._user = self._display = None
             self._credentials = None
-            self._closed = True
-            dispatcher, self._dispatcher = self._dispatcher, None
-            events, self._events = self._events, None
-        if dispatcher is not None and events is not None:
-            events.put(_STOP)
-            if dispatcher is not me:
-                dispatcher.join(JOIN_TIMEOUT)
-
-    # ------------------------------------------------------------------ event delivery
-
-    def _emit(self, event: object) -> None:
-        with self._lock:
-            if self._dispatcher is None:
-                if self._closed:
-                    log.debug("event after close dropped: %r", event)
-                    return
-                self._events = queue.SimpleQueue()
-                self._dispatcher = threading.Thread(target=self._dispatch_loop,
-                                                    args=(self._events,),
-                                                    name="parley-events", daemon=True)
-                self._dispatcher.start()
-            assert self._events is not None
-            self._events.put(event)
-
-    def _dispatch_loop(self, events: queue.SimpleQueue) -> None:
-        while True:
-            event = events.get()
-            if event is _STOP:
-                return
-            try:
-                self._on_event(event)
-            except Exception:
-                log.exception("on_event callback failed for %r", event)
-
-
-_STOP = object()
-
-
-def _client_context() -> ssl.SSLContext:
-    # No CA and no host name check: the certificate is self-signed and the client pins its
-    # fingerprint instead (_check_pin), which is checked before anything is sent.
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    return ctx
-
-
-def _tls_handshake(sock: socket.socket, host: str, port: int, timeout: float
-                   ) -> tuple[TLSChannel, bytes]:
-    """Run the TLS handshake on a fresh blocking socket (no other thread uses it yet).
-    Returns the channel and any plaintext that arrived with the handshake's end."""
-    channel = TLSChannel(_client_context(), server_side=False)
-    deadline = time.monotonic() + timeout
-    raw = b""
-    try:
-        sock.sendall(channel.start())
-        early = b""
-        while not channel.established:
-            sock.settimeout(max(0.01, deadline - time.monotonic()))
-            raw = sock.recv(65536)
-            if not raw:
-                raise SessionError("unreachable", f"{host}:{port} closed the connection "
-                                   "during the TLS handshake (is it a Parley server?)")
-            early = channel.feed_incoming(raw)
-            out = channel.pending_output()
-            if out:
-                sock.sendall(out)
-    except TimeoutError:
-        raise SessionError("timeout", f"{host}:{port} did not complete the TLS handshake "
-                           f"within {timeout:g} s") from None
-    except ssl.SSLError as exc:
-        if len(raw) >= 5 and raw[4:5] == b"{":
-            # A Parley frame (length prefix, then JSON): the server does not use TLS.
-            raise SessionError("tls_failed", f"{host}:{port} does not use TLS (it was started "
-                               "with --no-tls): anyone on the network could read this "
-                               "connection. Connect with --no-tls only if you accept "
-                               "that.") from None
-        raise SessionError("tls_failed", f"TLS with {host}:{port} failed: "
-                           f"{exc.reason or exc}") from None
-    except OSError as exc:
-        raise SessionError("unreachable", f"connection to {host}:{port} failed during the "
-                           f"TLS handshake: {exc.strerror or exc}") from None
-    return channel, early
+        self._events.stop(JOIN_TIMEOUT)
