@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from tkinter import filedialog, messagebox, simpledialog
 
-from parley_client.chat_state import PUBLIC, ConvKey, Entry, room_key
+from parley_client.chat_state import HISTORY_PAGE, PUBLIC, ConvKey, Entry, room_key
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +95,24 @@ class Actions:
         def failed(exc):
             self.state.history_failed(key)
             self.win.report(f"Could not load earlier messages: {describe(exc)}")
-        self._request(self.session.history(key[0], self._wire_target(key), limit=50),
+        self._request(self.session.history(key[0], self._wire_target(key), limit=HISTORY_PAGE),
                       lambda r: self.win.apply(self.state.merge_history(
                           key, r.get("messages", []))), "History", failed)
+
+    def load_earlier(self, key: ConvKey) -> None:
+        """The page of history before the oldest message shown ("Load earlier messages")."""
+        before, changes = self.state.begin_earlier(key)
+        if before is None:
+            return
+        self.win.apply(changes)
+
+        def failed(exc):
+            self.win.apply(self.state.earlier_failed(key))
+            self.win.report(f"Could not load earlier messages: {describe(exc)}")
+        self._request(self.session.history(key[0], self._wire_target(key), limit=HISTORY_PAGE,
+                                           before=before),
+                      lambda r: self.win.apply(self.state.merge_history(
+                          key, r.get("messages", []), earlier=True)), "History", failed)
 
     def send(self, text: str) -> bool:
         key = self.state.active or PUBLIC

@@ -14,7 +14,8 @@ class ConversationView(ttk.Frame):
     def __init__(self, master, state: ChatState, fonts, palette, *,
                  on_retry: Callable[[Entry], None], on_leave: Callable[[str], None],
                  on_close_room: Callable[[str], None],
-                 on_open_person: Callable[[str], None]) -> None:
+                 on_open_person: Callable[[str], None],
+                 on_earlier: Callable[[], None]) -> None:
         super().__init__(master)
         self.state = state
         self.on_leave, self.on_close_room = on_leave, on_close_room
@@ -41,7 +42,7 @@ class ConversationView(ttk.Frame):
                                        command=lambda: self.on_close_room(self.key[1]))
         ttk.Separator(self).grid(row=0, column=0, columnspan=2, sticky="sew")
 
-        self.transcript = Transcript(self, fonts, palette, on_retry)
+        self.transcript = Transcript(self, fonts, palette, on_retry, on_earlier)
         self.transcript.grid(row=1, column=0, sticky="nsew")
 
         self.members_frame = ttk.Frame(self, padding=(8, 8, 8, 8))
@@ -59,11 +60,15 @@ class ConversationView(ttk.Frame):
     def open(self, key: ConvKey) -> None:
         self.key = key
         self.refresh_header()
-        self.transcript.show(self.state.conversation(key).entries)
+        self.transcript.render_all = False
+        self.reload()
 
-    def reload(self) -> None:
+    def reload(self, keep_view: bool = False) -> None:
+        """Redraw the transcript; keep_view keeps the top entry in place (older messages were
+        put in above it), otherwise the view goes to the newest message."""
         if self.key is not None:
-            self.transcript.show(self.state.conversation(self.key).entries)
+            conv = self.state.conversation(self.key)
+            self.transcript.show(conv.entries, conv.earlier, keep_view=keep_view)
 
     def refresh_header(self) -> None:
         key = self.key

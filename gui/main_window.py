@@ -59,7 +59,8 @@ class MainWindow(ttk.Frame):
         self.conversation = ConversationView(
             chat, state, fonts, palette, on_retry=self.actions.retry,
             on_leave=self.actions.leave_room, on_close_room=self.actions.close_room,
-            on_open_person=lambda u: self.actions.open(("direct", u.lower())))
+            on_open_person=lambda u: self.actions.open(("direct", u.lower())),
+            on_earlier=lambda: self.actions.load_earlier(self.state.active or PUBLIC))
         self.conversation.grid(row=0, column=0, sticky="nsew")
         self.message_box = MessageBox(chat, fonts, palette, self.actions.send, state.max_text)
         self.message_box.grid(row=1, column=0, sticky="ew")
@@ -190,16 +191,16 @@ class MainWindow(ttk.Frame):
         """Fold model changes into the widgets: appends now, the rest once per idle moment."""
         for c in changes:
             if c.kind == "append":
-                if c.key == self.conversation.key and "reload" not in self._dirty:
+                if c.key == self.conversation.key and not self._dirty & {"reload", "earlier"}:
                     self.conversation.transcript.append(c.entry)
             elif c.kind == "entry":
                 if c.key == self.conversation.key:
                     self.conversation.transcript.update_entry(c.entry)
             elif c.kind == "notify":
                 self.notify(c)
-            elif c.kind == "reload":
+            elif c.kind in ("reload", "earlier"):
                 if c.key == self.state.active:
-                    self._dirty.add("reload")
+                    self._dirty.add(c.kind)
             else:
                 self._dirty.add(c.kind)
         if self.state.active != self.conversation.key:
@@ -217,6 +218,8 @@ class MainWindow(ttk.Frame):
             self.show_conversation(self.state.active or PUBLIC)
         elif "reload" in dirty:
             self.conversation.reload()
+        elif "earlier" in dirty:
+            self.conversation.reload(keep_view=True)
         if dirty & {"conversations", "removed", "switch", "me"}:
             self.sidebar.refresh()
             self.update_title()

@@ -33,9 +33,10 @@ def day_label(ts: float, now: float | None = None) -> str:
 
 class Transcript(ttk.Frame):
     def __init__(self, master, fonts, palette: Palette,
-                 on_retry: Callable[[Entry], None]) -> None:
+                 on_retry: Callable[[Entry], None],
+                 on_earlier: Callable[[], None] = lambda: None) -> None:
         super().__init__(master)
-        self.fonts, self.on_retry = fonts, on_retry
+        self.fonts, self.on_retry, self.on_earlier = fonts, on_retry, on_earlier
         self.rowconfigure(0, weight=1)
         self.columnconfigure(0, weight=1)
         self.text = tk.Text(self, wrap="word", state="disabled", relief="flat",
@@ -47,6 +48,11 @@ class Transcript(ttk.Frame):
         self.text.configure(yscrollcommand=bar.set)
         self._entries: dict[int, Entry] = {}
         self._last_day: tuple | None = None
+        # Only the newest MAX_RENDERED entries are drawn, until the user asks for earlier
+        # ones; from then on (until another conversation is opened) all that are held.
+        self.render_all = False
+        self._source: list[Entry] = []
+        self._earlier = "unknown"
         self.apply_palette(palette)
 
     def apply_palette(self, pal: Palette) -> None:
@@ -69,6 +75,12 @@ class Transcript(ttk.Frame):
         t.tag_configure("failed", font=f.small, foreground=pal.error, underline=True)
         t.tag_bind("failed", "<Enter>", lambda e: t.configure(cursor="hand2"))
         t.tag_bind("failed", "<Leave>", lambda e: t.configure(cursor="arrow"))
+        t.tag_configure("earlier", font=f.notice, foreground=pal.muted, justify="center",
+                        spacing1=4, spacing3=8)
+        t.tag_configure("earlier_link", foreground=pal.accent, underline=True)
+        t.tag_bind("earlier_link", "<Enter>", lambda e: t.configure(cursor="hand2"))
+        t.tag_bind("earlier_link", "<Leave>", lambda e: t.configure(cursor="arrow"))
+        t.tag_bind("earlier_link", "<Button-1>", lambda e: self.show_earlier())
         t.tag_configure("name_own", foreground=pal.accent)
         for i, colour in enumerate(pal.senders):
             t.tag_configure(f"name{i}", foreground=colour)
@@ -76,24 +88,66 @@ class Transcript(ttk.Frame):
 
     # ------------------------------------------------------------------ rendering
 
-    def show(self, entries: list[Entry]) -> None:
-        """Replace everything with these entries (conversation switch, history, clear)."""
+    def show(self, entries: list[Entry], earlier: str = "unknown", *,
+             keep_view: bool = False) -> None:
+        """Replace everything with these entries (conversation switch, history, clear).
+        earlier is the conversation's ChatState.earlier: what the top line offers. keep_view
+        keeps the entry at the top of the view in place (older ones went in above it);
+        otherwise the view shows the newest entry."""
         t = self.text
+        anchor = self._top_entry_mark() if keep_view else None
+        self._source, self._earlier = entries, earlier
+        shown = entries if self.render_all else entries[-MAX_RENDERED:]
         t.configure(state="normal")
         t.delete("1.0", "end")
         self._entries.clear()
         self._last_day = None
-        for entry in entries[-MAX_RENDERED:]:
+        self._insert_earlier_line(cut=len(shown) < len(entries))
+        for entry in shown:
             self._insert(entry)
         t.configure(state="disabled")
-        t.see("end")
+        if anchor is not None and anchor in t.mark_names():
+            t.yview(anchor)
+        else:
+            t.see("end")
+
+    def show_earlier(self) -> None:
+        """The "Load earlier messages" line was clicked: draw what is held, then ask for
+        the page before it."""
+        self.render_all = True
+        if len(self._source) > len(self._entries):
+            self.show(self._source, self._earlier, keep_view=True)
+        else:
+            self.on_earlier()
+
+    def _insert_earlier_line(self, cut: bool) -> None:
+        t = self.text
+        if cut or self._earlier == "more":
+            t.insert("end", "Load earlier messages", ("earlier", "earlier_link"))
+            t.insert("end", "\n", ("earlier",))
+        elif self._earlier == "loading":
+            t.insert("end", "Loading earlier messages…\n", ("earlier",))
+        elif self._earlier == "start":
+            t.insert("end", "This is the beginning of the conversation.\n", ("earlier",))
+        elif self._earlier == "capped":
+            t.insert("end", "Earlier messages are not kept in this window.\n", ("earlier",))
+
+    def _top_entry_mark(self) -> str | None:
+        """The mark of the first entry that starts at or below the top of the view."""
+        t = self.text
+        mark = t.mark_next("@0,0")
+        while mark is not None:
+            if mark.startswith("e") and mark[1:].isdigit():
+                return mark
+            mark = t.mark_next(mark)
+        return None
 
     def append(self, entry: Entry) -> None:
         t = self.text
         follow = t.yview()[1] >= 0.999 or entry.own
         t.configure(state="normal")
         self._insert(entry)
-        if len(self._entries) > MAX_RENDERED * 2:  # keep the widget light in a long session
+        if not self.render_all and len(self._entries) > MAX_RENDERED * 2:  # keep it light
             t.delete("1.0", f"{len(self._entries) // 2}.0")
             self._entries = dict(list(self._entries.items())[len(self._entries) // 2:])
         t.configure(state="disabled")
@@ -103,6 +157,8 @@ class Transcript(ttk.Frame):
     def _insert(self, e: Entry) -> None:
         t = self.text
         self._entries[e.local_id] = e
+        t.mark_set(f"e{e.local_id}", "end-1c")  # where it starts, for keep_view
+        t.mark_gravity(f"e{e.local_id}", "left")
         day = time.localtime(e.ts)[:3]
         if day != self._last_day:
             self._last_day = day

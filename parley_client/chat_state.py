@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 MAX_TEXT = 4000  # the server's max_text; the hello reply may change it
 GROUP_WINDOW_S = 300.0  # consecutive messages by one sender within 5 min share a header
 MAX_ENTRIES = 2000  # per conversation: older entries fall off the client's memory
+HISTORY_PAGE = 50  # messages per history request (on open, and per "load earlier")
 PUBLIC = ("public", "")
 
 ConvKey = tuple[str, str]
@@ -52,6 +53,9 @@ class Conversation:
     unread: int = 0
     mentions: int = 0
     history_state: str = "none"  # "none" | "loading" | "loaded"
+    # Older history on the server: "unknown" (not asked yet), "more", "loading", "start" (we
+    # have the beginning), "capped" (MAX_ENTRIES held), "none" (cleared: nothing to offer).
+    earlier: str = "unknown"
     cleared_up_to: int = 0  # msg_id at the last local "clear": history must not bring these back
     last_activity: float = 0.0
 
@@ -101,8 +105,9 @@ class Transfer:
 
 @dataclass(frozen=True)
 class Change:
-    """What the GUI must redraw. kind: append|entry|reload|removed|conversations|online|rooms|
-    files|transfers|connection|me|notify|error|logged_out."""
+    """What the GUI must redraw. kind: append|entry|reload|earlier|removed|conversations|online|
+    rooms|files|transfers|connection|me|notify|error|logged_out. "earlier" is a reload that
+    keeps the entry at the top of the view where it was (older messages went in above it)."""
 
     kind: str
     key: ConvKey | None = None
@@ -250,6 +255,7 @@ class ChatState:
         conv.cleared_up_to = max([conv.cleared_up_to, *ids])
         conv.entries = [e for e in conv.entries if e.status != "sent"]  # keep unsent ones
         conv.unread = conv.mentions = 0
+        conv.earlier = "none"
         return [Change("reload", key), Change("conversations")]
 
     def remove(self, key: ConvKey) -> list[Change]:
@@ -350,9 +356,18 @@ class ChatState:
         entry.status, entry.error = "pending", ""
         return [Change("entry", key, entry)]
 
-    def merge_history(self, key: ConvKey, messages: list[dict]) -> list[Change]:
+    def merge_history(self, key: ConvKey, messages: list[dict], limit: int = HISTORY_PAGE,
+                      *, earlier: bool = False) -> list[Change]:
+        """Fold in a page of history: the newest one (on open, after a reconnect) or, with
+        earlier=True, the page before the oldest message held (load_earlier)."""
         conv = self.conversation(key)
         conv.history_state = "loaded"
+        was = conv.earlier
+        full_page = len(messages) >= limit
+        if earlier or conv.earlier == "unknown":
+            conv.earlier = "more" if full_page else "start"
+        if conv.cleared_up_to:
+            conv.earlier = "none"
         known = {e.msg_id for e in conv.entries if e.msg_id is not None}
         added = []
         for m in messages:
@@ -364,15 +379,44 @@ class ChatState:
             added.append(Entry(next(self._ids), "msg", m.get("text", ""), m.get("ts", 0.0),
                                m.get("sender", ""), m.get("sender_display", ""), mid, own=own,
                                delayed=bool(m.get("delayed"))))
-        if not added:
+        entries = sorted(conv.entries + added, key=lambda e: e.ts)
+        if earlier:  # asked for: keep them, and stop offering more once the window is full
+            if len(entries) >= MAX_ENTRIES and conv.earlier == "more":
+                conv.earlier = "capped"
+        else:
+            entries = entries[-MAX_ENTRIES:]
+        conv.entries = entries
+        if earlier:
+            changes = [Change("earlier", key)]
+        elif added or conv.earlier != was:
+            changes = [Change("reload", key)]
+        else:
             return []
-        conv.entries = sorted(conv.entries + added, key=lambda e: e.ts)[-MAX_ENTRIES:]
         prev = None
         for e in conv.entries:
             e.continues = _continues(prev, e)
             prev = e
-        conv.last_activity = max(conv.last_activity, conv.entries[-1].ts)
-        return [Change("reload", key), Change("conversations")]
+        if conv.entries:
+            conv.last_activity = max(conv.last_activity, conv.entries[-1].ts)
+        return changes + [Change("conversations")]
+
+    def begin_earlier(self, key: ConvKey) -> tuple[int | None, list[Change]]:
+        """The msg_id to page back from, if there is more to load and no load under way."""
+        conv = self.conversations.get(key)
+        if conv is None or conv.earlier != "more":
+            return None, []
+        ids = [e.msg_id for e in conv.entries if e.msg_id is not None]
+        if not ids:
+            return None, []
+        conv.earlier = "loading"
+        return min(ids), [Change("earlier", key)]
+
+    def earlier_failed(self, key: ConvKey) -> list[Change]:
+        conv = self.conversations.get(key)
+        if conv is None or conv.earlier != "loading":
+            return []
+        conv.earlier = "more"
+        return [Change("earlier", key)]
 
     def history_failed(self, key: ConvKey) -> None:
         if key in self.conversations:

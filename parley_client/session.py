@@ -2,9 +2,10 @@
 
 Threads, per connection (a Link, link.py):
   * a reader that feeds protocol.Connection, settles request futures and answers pings;
-  * a writer (Link.write_loop) that owns socket.sendall. Callers (a Tk event handler, the reader answering a ping)
-    only encode under the session lock and enqueue, so nobody but the writer ever blocks on a
-    full socket buffer, and the wire order is the order in which requests were made.
+  * a writer (Link.write_loop) that owns socket.sendall. Callers (a Tk event handler, the
+    reader answering a ping) only encode under the session lock and enqueue, so nobody but
+    the writer ever blocks on a full socket buffer, and the wire order is the order in which
+    requests were made.
 Per session:
   * an EventDispatcher (dispatcher.py) that calls on_event, one event at a time and in order,
     so a slow or blocking callback (one that waits on a future, say) never stalls the reader;

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from parley_client import chat_state
 from parley_client.chat_state import (
     PUBLIC,
     ChatState,
@@ -120,6 +121,54 @@ def test_history_merges_without_duplicates_and_respects_clear():
     assert st.merge_history(PUBLIC, hist) == []  # cleared locally: stays cleared
     st.apply(msg(6, "bob", "new"))
     assert [e.text for e in st.conversations[PUBLIC].entries] == ["new"]
+
+
+def history_page(ids, sender="bob"):
+    return [{"msg_id": i, "ts": 1000.0 + i, "sender": sender, "sender_display": "Bob",
+             "kind": "public", "target": "", "text": f"m{i}"} for i in ids]
+
+
+def test_earlier_pages_go_in_above_one_load_at_a_time_until_the_start():
+    st = logged_in()
+    conv = st.conversations[PUBLIC]
+    assert st.begin_earlier(PUBLIC) == (None, [])  # nothing known yet: nothing to page from
+    assert kinds(st.merge_history(PUBLIC, history_page(range(51, 101)), limit=50)) == \
+        ["reload", "conversations"]
+    assert conv.earlier == "more"  # a full page: there may be more
+    before, changes = st.begin_earlier(PUBLIC)
+    assert before == 51 and kinds(changes) == ["earlier"] and conv.earlier == "loading"
+    assert st.begin_earlier(PUBLIC) == (None, [])  # one load at a time
+    assert kinds(st.earlier_failed(PUBLIC)) == ["earlier"] and conv.earlier == "more"
+    before, _ = st.begin_earlier(PUBLIC)
+    changes = st.merge_history(PUBLIC, history_page(range(1, 51)), limit=50, earlier=True)
+    assert kinds(changes) == ["earlier", "conversations"] and conv.earlier == "more"
+    assert st.begin_earlier(PUBLIC)[0] == 1
+    st.merge_history(PUBLIC, [], limit=50, earlier=True)
+    assert conv.earlier == "start"
+    assert [e.msg_id for e in conv.entries] == list(range(1, 101))
+    # The newest page again (after a reconnect) does not forget where the start is.
+    st.merge_history(PUBLIC, history_page(range(61, 111)), limit=50)
+    assert conv.earlier == "start" and [e.msg_id for e in conv.entries] == list(range(1, 111))
+    st.clear(PUBLIC)
+    assert conv.earlier == "none" and st.begin_earlier(PUBLIC) == (None, [])
+
+
+def test_a_short_first_page_is_the_whole_conversation():
+    st = logged_in()
+    st.merge_history(PUBLIC, history_page(range(1, 4)), limit=50)
+    assert st.conversations[PUBLIC].earlier == "start"
+    assert kinds(st.merge_history(PUBLIC, [], limit=50)) == []  # nothing new, nothing to redraw
+
+
+def test_earlier_pages_stop_when_the_window_holds_max_entries(monkeypatch):
+    monkeypatch.setattr(chat_state, "MAX_ENTRIES", 120)
+    st = logged_in()
+    conv = st.conversations[PUBLIC]
+    st.merge_history(PUBLIC, history_page(range(101, 201)), limit=100)
+    st.begin_earlier(PUBLIC)
+    st.merge_history(PUBLIC, history_page(range(1, 101)), limit=100, earlier=True)
+    assert conv.earlier == "capped" and len(conv.entries) == 200  # what was asked for is kept
+    assert st.begin_earlier(PUBLIC) == (None, [])
 
 
 def test_presence_and_rename_update_online_list_and_titles():

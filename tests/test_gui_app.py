@@ -299,3 +299,50 @@ def test_rename_updates_title_and_what_others_see(app, server, peers):
     pump_until(app.root, lambda: "nice name" in transcript(app), WAIT)
     online = bob.session.list_online().result(WAIT)["users"]
     assert {"name": "alice", "display": "Alice W", "online": True} in online
+
+
+def click_text_tag(text, tag: str) -> None:
+    """Click the first character of a tagged range the way the mouse does: a motion first
+    (Tk's text widget decides which tag is "current" from pointer motion), then the press."""
+    text.update_idletasks()
+    first = text.tag_ranges(tag)[0]
+    x, y, w, h = text.bbox(first)
+    text.event_generate("<Motion>", x=x + w // 2, y=y + h // 2)
+    text.event_generate("<Button-1>", x=x + w // 2, y=y + h // 2)
+    text.event_generate("<ButtonRelease-1>", x=x + w // 2, y=y + h // 2)
+
+
+def test_load_earlier_messages_pages_back_and_keeps_the_view(app, server, peers):
+    bob = peers("bob")
+    for i in range(1, 121):
+        bob.session.send("public", "", f"note {i:03d}").result(WAIT)
+    log_in(app, server.host, server.port, "alice")
+    view = app.main.conversation.transcript
+    pump_until(app.root, lambda: "note 120" in transcript(app), WAIT)
+    assert "note 071" in transcript(app) and "note 070" not in transcript(app)
+    assert transcript(app).startswith("Load earlier messages")
+
+    def top_entry_text() -> str:
+        mark = view._top_entry_mark()
+        return view._entries[int(mark[1:])].text
+
+    view.text.yview_moveto(0)  # the reader scrolls up to the link
+    app.root.update()
+    assert top_entry_text() == "note 071"
+    click_text_tag(view.text, "earlier_link")
+    pump_until(app.root, lambda: "note 021" in transcript(app), WAIT)
+    app.root.update()
+    assert top_entry_text() == "note 071"  # the page went in above what was being read
+    assert "note 020" not in transcript(app)
+
+    view.text.yview_moveto(0)
+    app.root.update()
+    click_text_tag(view.text, "earlier_link")
+    pump_until(app.root, lambda: "beginning of the conversation" in transcript(app), WAIT)
+    texts = [e.text for e in app.state.conversations[PUBLIC].entries]
+    assert texts == [f"note {i:03d}" for i in range(1, 121)]
+    assert not view.text.tag_ranges("earlier_link")
+    # A new message still shows at the bottom, once.
+    bob.session.send("public", "", "fresh").result(WAIT)
+    pump_until(app.root, lambda: "fresh" in transcript(app), WAIT)
+    assert transcript(app).count("note 001") == 1

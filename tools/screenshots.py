@@ -86,6 +86,30 @@ def converse(app, bob, carol) -> None:
     pump(root, lambda: "sending…" not in app.main.conversation.transcript.content())
 
 
+def shoot_earlier(app, bob, carol, path: Path) -> Path:
+    """A room with a long past, opened and scrolled to the top: "Load earlier messages"."""
+    from xvfb import screenshot
+
+    root = app.root
+    bob.join_room("builds").result(WAIT)
+    carol.join_room("builds").result(WAIT)
+    for n in range(1, 61):
+        who = bob if n % 3 else carol
+        text = (f"Nightly build #{400 + n} passed ({n % 7 + 3} min)" if n % 3 else
+                f"Deployed #{400 + n} to staging")
+        who.send("room", "builds", text).result(WAIT)
+    app.main.actions.join_room("builds")
+    view = app.main.conversation.transcript
+    pump(root, lambda: app.state.active == ("room", "builds")
+         and "Load earlier messages" in view.content())
+    settle(root, 0.3)
+    view.text.yview_moveto(0)
+    settle(root, 0.3)
+    shot = screenshot(path, widget=root)
+    app.main.actions.open(("public", ""))
+    return shot
+
+
 def shoot(theme: str, out: Path, tmp_path: Path) -> list[Path]:
     import tkinter as tk
 
@@ -129,6 +153,8 @@ def shoot(theme: str, out: Path, tmp_path: Path) -> list[Path]:
         converse(app, *peers)
         settle(root, 0.5)
         shots.append(screenshot(out / f"{theme}-main.png", widget=root))
+
+        shots.append(shoot_earlier(app, *peers, out / f"{theme}-history.png"))
 
         app.main.show_files()
         app.main.files_view.tree.selection_set("ubuntu-24.04-desktop-amd64.iso")
