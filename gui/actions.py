@@ -12,6 +12,7 @@ from pathlib import Path
 from tkinter import filedialog, messagebox, simpledialog
 
 from parley_client.chat_state import HISTORY_PAGE, PUBLIC, ConvKey, Entry, room_key
+from parley_client.moderation import purge_target
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,59 @@ class Actions:
         if display and display.strip() and display.strip() != self.state.my_display:
             self._request(self.session.rename(display.strip()), lambda r: None,
                           "Changing your display name")
+
+    # ------------------------------------------------------------------ moderation (admins)
+
+    def moderate(self, action: str, target: str = "", minutes: int | None = None,
+                 text: str = "", on_done=None) -> None:
+        """Send a moderate request; on_done(done_sentence, error_sentence) if given."""
+        def ok(result):
+            done = result.get("done", "done")
+            self.win.report(done)
+            if on_done is not None:
+                on_done(done, None)
+
+        def failed(exc):
+            self.win.report(f"Moderation failed: {describe(exc)}")
+            if on_done is not None:
+                on_done(None, describe(exc))
+        self._request(self.session.moderate(action, target, minutes, text), ok, "Moderation",
+                      failed)
+
+    def announce(self, text: str | None = None) -> None:
+        if text is None:
+            text = self.ask_string("Announce — Parley", "A message from SERVER to everyone "
+                                   "online:", parent=self.win)
+        if text and text.strip():
+            self.moderate("announce", text=text.strip())
+
+    def purge_active(self) -> None:
+        """Delete the open conversation's history on the server, for everyone."""
+        key = self.state.active or PUBLIC
+        title = self.state.conversation(key).title
+        if not self.confirm("Purge history — Parley",
+                            f"Delete the whole history of {title} on the server, for "
+                            "everyone? What people already see stays on their screens.",
+                            parent=self.win):
+            return
+        target = purge_target(key, self.state.me or "", self._wire_target(key))
+
+        def done(ok, _error):
+            if ok:
+                self.win.apply(self.state.clear(key))
+        self.moderate("purge", target, on_done=done)
+
+    def remove_files(self, names: list[str]) -> None:
+        if not names:
+            self.win.report("Select the files to remove first.")
+            return
+        listing = names[0] if len(names) == 1 else f"these {len(names)} files"
+        if not self.confirm("Remove from server — Parley",
+                            f"Delete {listing} from the server's shared folder? Nobody will "
+                            "be able to download it any more.", parent=self.win):
+            return
+        for name in names:
+            self.moderate("remove_file", name)
 
     # ------------------------------------------------------------------ rooms
 

@@ -13,6 +13,7 @@ from parley_client.chat_state import PUBLIC, Change, ChatState, ConvKey
 from parley_client.settings import Settings
 
 from .actions import Actions
+from .admin import AdminControls
 from .banner import Banner
 from .conversation_view import ConversationView
 from .files_view import FilesView
@@ -85,6 +86,7 @@ class MainWindow(ttk.Frame):
         self.status = ttk.Label(self, text="", foreground=palette.muted, padding=(10, 2))
         self.status.grid(row=2, column=0, sticky="ew")
         self._build_menu()
+        self.admin = AdminControls(self) if state.is_admin else None
         self._bind_keys()
         if not state.uploads_allowed():  # the server's policy: show nothing that would fail
             self.files_view.upload_button.grid_remove()
@@ -133,7 +135,7 @@ class MainWindow(ttk.Frame):
                 "<Control-l>": self.actions.clear, "<Control-q>": self.on_quit,
                 "<Control-j>": self.open_rooms_dialog, "<Control-u>": self.actions.upload,
                 "<Alt-Up>": lambda: self.step(-1), "<Alt-Down>": lambda: self.step(1),
-                "<Escape>": self.show_chat}
+                "<Escape>": self.show_chat, "<Control-m>": self.open_moderation}
         # Text and Entry have class bindings for some of these (Ctrl+K kills a line, Ctrl+F
         # moves a character): bind on those widgets too and stop the class binding.
         widgets = (self.root, self.message_box.text, self.sidebar.search,
@@ -179,6 +181,10 @@ class MainWindow(ttk.Frame):
                              on_refresh=lambda: self.actions.list_rooms(dialog.set_rooms))
         self.rooms_dialog = dialog
         self.actions.list_rooms(lambda rooms: dialog.winfo_exists() and dialog.set_rooms(rooms))
+
+    def open_moderation(self) -> None:
+        if self.admin is not None:
+            self.admin.open_dialog()
 
     def close_rooms_dialog(self) -> None:
         if self.rooms_dialog is not None and self.rooms_dialog.winfo_exists():
@@ -297,6 +303,8 @@ class MainWindow(ttk.Frame):
             self.after_cancel(self._flush_id)
             self._flush_id = None
         self.close_rooms_dialog()
+        if self.admin is not None:
+            self.admin.close()
         try:
             self.root.configure(menu="")
         except tk.TclError as exc:  # root already going away

@@ -110,6 +110,26 @@ def shoot_earlier(app, bob, carol, path: Path) -> Path:
     return shot
 
 
+def shoot_moderation(app, path: Path) -> Path:
+    """alice is an administrator here: the moderation dialog over the main window, with the
+    answer to a mute shown in it."""
+    from xvfb import screenshot
+
+    root = app.root
+    app.main.actions.open(("direct", "carol"))
+    dialog = app.main.admin.open_dialog("Mute")
+    dialog.geometry("+330+170")
+    dialog.minutes_var.set("15")
+    dialog.apply_button.invoke()
+    pump(root, lambda: "Sending" not in dialog.message.cget("text")
+         and dialog.message.cget("text"))
+    settle(root, 0.3)
+    shot = screenshot(path, widget=root)
+    app.main.admin.close()
+    app.main.actions.open(("public", ""))
+    return shot
+
+
 def shoot(theme: str, out: Path, tmp_path: Path) -> list[Path]:
     import tkinter as tk
 
@@ -125,7 +145,10 @@ def shoot(theme: str, out: Path, tmp_path: Path) -> list[Path]:
     files = work / "files"
     files.mkdir(parents=True)
     make_files(files)
-    with running_server(work, motd="Welcome to the office chat.") as srv:
+    from parley_server.policy import Limits, Policy
+
+    policy = Policy(admins=["alice"], limits=Limits(message_rate=1000, message_burst=1000))
+    with running_server(work, motd="Welcome to the office chat.", policy=policy) as srv:
         settings = Settings.load(work / "config" / "settings.json")
         settings.remember_server("chat.office.lan", 5150)
         settings.remember_server(srv.host, srv.port)
@@ -155,6 +178,7 @@ def shoot(theme: str, out: Path, tmp_path: Path) -> list[Path]:
         shots.append(screenshot(out / f"{theme}-main.png", widget=root))
 
         shots.append(shoot_earlier(app, *peers, out / f"{theme}-history.png"))
+        shots.append(shoot_moderation(app, out / f"{theme}-moderate.png"))
 
         app.main.show_files()
         app.main.files_view.tree.selection_set("ubuntu-24.04-desktop-amd64.iso")

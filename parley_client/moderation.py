@@ -1,0 +1,81 @@
+"""An administrator's actions as a person reads them, mapped to the protocol's `moderate`
+request (docs/protocol.md, section 6.6). No tkinter: the GUI's moderation dialog and its
+tests use this to check what was typed before anything is sent.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .chat_state import ConvKey
+
+
+@dataclass(frozen=True)
+class ModerationAction:
+    label: str  # what the dialog shows
+    action: str  # the protocol's action
+    target: str  # what the target field asks for
+    minutes: bool  # takes a duration
+    reason: bool  # takes a reason, shown to the person it concerns
+
+
+ACTIONS = (
+    ModerationAction("Kick", "kick", "User", False, True),
+    ModerationAction("Mute", "mute", "User", True, False),
+    ModerationAction("Unmute", "unmute", "User", False, False),
+    ModerationAction("Ban", "ban", "User or address", True, True),
+    ModerationAction("Unban", "unban", "User or address", False, False),
+    ModerationAction("Make administrator", "op", "User", False, False),
+    ModerationAction("Remove administrator", "deop", "User", False, False),
+)
+BY_LABEL = {a.label: a for a in ACTIONS}
+
+_DURATION = re.compile(r"^\s*(\d{1,7})\s*(m|min|minutes?|h|hours?|d|days?)?\s*$", re.I)
+_UNIT_MINUTES = {"m": 1, "h": 60, "d": 1440}
+MAX_MINUTES = 366 * 1440  # a year: anything longer is "until lifted"
+
+
+class ModerationInputError(ValueError):
+    """What was typed cannot be sent; str() is a sentence for the user."""
+
+
+def parse_minutes(text: str) -> int | None:
+    """"" -> None (until lifted); "30" -> 30 minutes; "2h" -> 120; "1 day" -> 1440."""
+    if not text.strip():
+        return None
+    match = _DURATION.match(text)
+    if match is None:
+        raise ModerationInputError("Give the duration in minutes (30), hours (2h) or days "
+                                   "(1d), or leave it empty for until lifted.")
+    minutes = int(match.group(1)) * _UNIT_MINUTES[(match.group(2) or "m")[0].lower()]
+    if not 1 <= minutes <= MAX_MINUTES:
+        raise ModerationInputError("The duration must be between 1 minute and a year; leave "
+                                   "it empty for until lifted.")
+    return minutes
+
+
+def build_request(label: str, target: str, duration: str = "", reason: str = ""
+                  ) -> tuple[str, str, int | None, str]:
+    """(action, target, minutes, text) for ClientSession.moderate, from the dialog's fields.
+    Fields the action does not take are ignored."""
+    spec = BY_LABEL.get(label)
+    if spec is None:
+        raise ModerationInputError(f"Unknown action {label!r}.")
+    target = target.strip()
+    if not target or any(c.isspace() for c in target):
+        raise ModerationInputError(f"{spec.target}: one name"
+                                   + (" or address" if "address" in spec.target else "")
+                                   + ", without spaces.")
+    minutes = parse_minutes(duration) if spec.minutes else None
+    return spec.action, target, minutes, reason.strip() if spec.reason else ""
+
+
+def purge_target(key: ConvKey, me: str, wire_target: str) -> str:
+    """The moderate `purge` target for a conversation: public, room:NAME or direct:A:B."""
+    kind = key[0]
+    if kind == "public":
+        return "public"
+    if kind == "room":
+        return f"room:{wire_target}"
+    return f"direct:{me}:{wire_target}"

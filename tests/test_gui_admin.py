@@ -1,0 +1,155 @@
+"""An administrator's controls in the desktop client, against a real server: the Admin menu,
+the moderation dialog, announcements, purging a conversation and removing a shared file.
+Everyone else is shown none of it."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+from serverutil import running_server
+from test_gui_app import Peer, log_in, make_app, transcript
+from xvfb import pump_until
+
+from parley_client.chat_state import PUBLIC, direct_key
+from parley_client.session import SessionError
+from parley_server.policy import Limits, Policy
+from protocol.messages import FileRemoved
+
+pytestmark = pytest.mark.gui
+WAIT = 10.0
+POLICY = Policy(admins=["teacher"], limits=Limits(message_rate=1000, message_burst=1000))
+
+
+@pytest.fixture(autouse=True)
+def collect_tk_garbage_on_main_thread():
+    yield
+    gc.collect()  # see test_gui_app: Tk objects must be freed on the main thread
+
+
+@pytest.fixture
+def server(tmp_path):
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "answers.txt").write_text("not for students yet\n")
+    (files / "syllabus.txt").write_text("week 1\n")
+    with running_server(tmp_path, policy=POLICY, files_dir=files) as srv:
+        yield srv
+
+
+@pytest.fixture
+def bob(server):
+    peer = Peer(server.host, server.port, "bob")
+    yield peer
+    peer.close()
+
+
+def start(tk_root, tmp_path, server, user):
+    app = make_app(tk_root, tmp_path)
+    log_in(app, server.host, server.port, user)
+    return app
+
+
+def close(app):
+    app.quit(destroy_root=False)
+    app.join_closers()
+
+
+def menu_labels(menu) -> list[str]:
+    return [menu.entrycget(i, "label") for i in range(menu.index("end") + 1)
+            if menu.type(i) not in ("separator", "tearoff")]
+
+
+def test_students_see_no_admin_controls(tk_root, tmp_path, server, bob):
+    app = start(tk_root, tmp_path, server, "student")
+    try:
+        assert app.main.admin is None
+        assert "Admin" not in menu_labels(app.main.menu)
+        app.main.open_moderation()  # Ctrl+M does nothing for them
+        assert app.main.admin is None
+    finally:
+        close(app)
+
+
+def test_mute_from_the_dialog_then_a_bad_duration_is_refused_before_sending(
+        tk_root, tmp_path, server, bob):
+    app = start(tk_root, tmp_path, server, "teacher")
+    try:
+        admin = app.main.admin
+        assert "Admin" in menu_labels(app.main.menu)
+        app.main.actions.open(direct_key("bob"))
+        dialog = admin.open_dialog("Mute")
+        assert dialog.target_var.get() == "bob"  # the open private conversation's person
+        assert "disabled" in dialog.reason_entry.state()  # mute takes no reason
+        dialog.minutes_var.set("10")
+        dialog.apply_button.invoke()
+        pump_until(app.root, lambda: "mute" in dialog.message.cget("text").lower()
+                   and "Sending" not in dialog.message.cget("text"), WAIT)
+        with pytest.raises(SessionError) as err:
+            bob.session.send("public", "", "can I still talk?").result(WAIT)
+        assert err.value.code == "muted"
+
+        dialog.set_action("Ban", "bob")
+        dialog.minutes_var.set("forever and a day")
+        dialog.apply_button.invoke()
+        assert "duration" in dialog.message.cget("text").lower()
+        assert bob.session.connected  # nothing was sent
+    finally:
+        close(app)
+
+
+def test_kick_from_the_people_menu_tells_the_dialog_what_happened(tk_root, tmp_path, server,
+                                                                   bob):
+    app = start(tk_root, tmp_path, server, "teacher")
+    try:
+        admin = app.main.admin
+        pump_until(app.root, lambda: "bob" in app.main.sidebar.people.get_children(), WAIT)
+        admin._person = "bob"  # what a right-click on bob's row sets
+        admin.person_menu.invoke(admin.person_menu.index("Kick…"))
+        dialog = admin.dialog
+        assert (dialog.action_var.get(), dialog.target_var.get()) == ("Kick", "bob")
+        dialog.reason_var.set("phones away")
+        dialog.apply_button.invoke()
+        pump_until(app.root, lambda: "bob" not in app.main.sidebar.people.get_children(), WAIT)
+        pump_until(app.root, lambda: "kick" in dialog.message.cget("text").lower(), WAIT)
+        dialog.set_action("Kick", "nobody-here")
+        dialog.apply_button.invoke()
+        pump_until(app.root, lambda: str(dialog.message.cget("foreground"))
+                   == str(app.main.palette.error), WAIT)
+    finally:
+        close(app)
+
+
+def test_announce_purge_and_remove_a_file(tk_root, tmp_path, server, bob):
+    app = start(tk_root, tmp_path, server, "teacher")
+    try:
+        actions = app.main.actions
+        actions.confirm = lambda *a, **k: True  # the "are you sure" dialogs say yes
+        actions.announce("Fire drill at three")
+        ev = bob.wait_message(lambda e: e.text == "Fire drill at three")
+        assert ev.sender == "SERVER"
+
+        bob.session.send("public", "", "the answer is 42").result(WAIT)
+        pump_until(app.root, lambda: "the answer is 42" in transcript(app), WAIT)
+        app.main.actions.open(PUBLIC)
+        app.main.admin.menu.invoke(app.main.admin.menu.index(
+            "Purge this conversation's history…"))
+        pump_until(app.root, lambda: "the answer is 42" not in transcript(app), WAIT)
+        texts = [m["text"] for m in bob.session.history("public", "").result(WAIT)["messages"]]
+        assert "the answer is 42" not in texts
+
+        app.main.show_files()
+        files = app.main.files_view
+        pump_until(app.root, lambda: "answers.txt" in files.tree.get_children(), WAIT)
+        files.tree.selection_set("answers.txt")
+        app.main.admin.file_menu.invoke(0)
+        pump_until(app.root, lambda: "answers.txt" not in app.state.files, WAIT)
+        while True:  # bob is told too
+            ev = bob.events.get(timeout=WAIT)
+            if isinstance(ev, FileRemoved):
+                assert ev.name == "answers.txt"
+                break
+        assert not (server.files_dir / "answers.txt").exists()
+        assert (server.files_dir / "syllabus.txt").exists()
+    finally:
+        close(app)
