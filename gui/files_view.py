@@ -9,7 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from tkinter import ttk
 
-from parley_client.chat_state import ChatState, human_size
+from parley_client.chat_state import ChatState
+from parley_client.units import human_size
 
 from .tkutil import release_variables
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from tkinter import ttk
 
-from parley_client.chat_state import ChatState, Transfer, human_duration, human_size
+from parley_client.chat_state import ChatState, Transfer
+from parley_client.units import human_duration, human_size
 
 MAX_ROWS = 6
 

@@ -5,9 +5,8 @@ results of requests, and it answers with a list of Change records saying what to
 keeps every rule (what counts as unread, how messages group, when to ring the bell) testable
 without a window.
 
-Conversation keys are (kind, target) with kind "public" (target ""), "room" (room name) or
-"direct" (the OTHER user's name). Names compare case-insensitively on the server, so targets
-are stored lower-cased and titles keep the spelling people chose.
+The records it keeps (Entry, Conversation, RoomInfo, Transfer, Change) and the conversation
+keys are in chat_records.py; titles keep the spelling people chose.
 """
 
 from __future__ import annotations
@@ -15,111 +14,24 @@ from __future__ import annotations
 import itertools
 import re
 import time
-from dataclasses import dataclass, field
+
+from .chat_records import (
+    PUBLIC,
+    Change,
+    Conversation,
+    ConvKey,
+    Entry,
+    RoomInfo,
+    Transfer,
+    direct_key,
+    room_key,
+)
+from .units import human_size
 
 MAX_TEXT = 4000  # the server's max_text; the hello reply may change it
 GROUP_WINDOW_S = 300.0  # consecutive messages by one sender within 5 min share a header
 MAX_ENTRIES = 2000  # per conversation: older entries fall off the client's memory
 HISTORY_PAGE = 50  # messages per history request (on open, and per "load earlier")
-PUBLIC = ("public", "")
-
-ConvKey = tuple[str, str]
-
-
-@dataclass
-class Entry:
-    """One line in a conversation: a chat message (kind "msg") or a system notice."""
-
-    local_id: int
-    kind: str  # "msg" | "notice"
-    text: str
-    ts: float
-    sender: str = ""
-    sender_display: str = ""
-    msg_id: int | None = None
-    own: bool = False
-    status: str = "sent"  # "sent" | "pending" | "failed"
-    error: str = ""
-    delayed: bool = False
-    mention: bool = False
-    continues: bool = False  # shares the header of the entry before it
-
-
-@dataclass
-class Conversation:
-    key: ConvKey
-    title: str
-    entries: list[Entry] = field(default_factory=list)
-    unread: int = 0
-    mentions: int = 0
-    history_state: str = "none"  # "none" | "loading" | "loaded"
-    # Older history on the server: "unknown" (not asked yet), "more", "loading", "start" (we
-    # have the beginning), "capped" (MAX_ENTRIES held), "none" (cleared: nothing to offer).
-    earlier: str = "unknown"
-    cleared_up_to: int = 0  # msg_id at the last local "clear": history must not bring these back
-    last_activity: float = 0.0
-
-    @property
-    def kind(self) -> str:
-        return self.key[0]
-
-    @property
-    def target(self) -> str:
-        return self.key[1]
-
-
-@dataclass
-class RoomInfo:
-    name: str
-    creator: str = ""
-    members: dict[str, str] = field(default_factory=dict)  # lower name -> display
-    joined: bool = False
-    closed: bool = False
-
-
-@dataclass
-class Transfer:
-    tid: int
-    direction: str  # "down" | "up"
-    name: str
-    size: int = 0
-    done: int = 0
-    rate_bps: float = 0.0
-    eta_s: float | None = None
-    state: str = "connecting"  # connecting|running|fallback-tcp|verifying|done|failed|cancelled
-    message: str = ""
-    path: str = ""
-    transport: str = ""
-    started: float = 0.0
-
-    @property
-    def finished(self) -> bool:
-        return self.state in ("done", "failed", "cancelled")
-
-    @property
-    def fraction(self) -> float:
-        if self.state == "done":
-            return 1.0
-        return min(1.0, self.done / self.size) if self.size else 0.0
-
-
-@dataclass(frozen=True)
-class Change:
-    """What the GUI must redraw. kind: append|entry|reload|earlier|removed|conversations|online|
-    rooms|files|transfers|connection|me|notify|error|logged_out. "earlier" is a reload that
-    keeps the entry at the top of the view where it was (older messages went in above it)."""
-
-    kind: str
-    key: ConvKey | None = None
-    entry: Entry | None = None
-
-
-def direct_key(user: str) -> ConvKey:
-    return ("direct", user.lower())
-
-
-def room_key(room: str) -> ConvKey:
-    return ("room", room.lower())
 
 
 class ChatState:
@@ -650,22 +562,3 @@ def _continues(prev: Entry | None, entry: Entry) -> bool:
     return (prev is not None and prev.kind == "msg" and entry.kind == "msg"
             and prev.sender.lower() == entry.sender.lower()
             and 0 <= entry.ts - prev.ts < GROUP_WINDOW_S)
-
-
-def human_size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":  # SI units, as file managers show them
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
-
-
-def human_duration(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds or seconds < 0:
-        return "—"
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"

@@ -33,6 +33,7 @@ from .events import (
 )
 from .session import ClientSession
 from .trust_store import TrustStore
+from .units import human_size
 
 DEFAULT_PORT = 5150
 REPLY_TIMEOUT = 10.0
@@ -73,14 +74,6 @@ administrators only:
 MODERATION = {"kick": "kick", "ban": "ban", "unban": "unban", "mute": "mute",
               "unmute": "unmute", "announce": "announce", "rmfile": "remove_file",
               "purge": "purge", "op": "op", "deop": "deop"}
-
-
-def human_size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
 
 
 def who(name: str, display: str | None) -> str:

@@ -9,12 +9,11 @@ from parley_client.chat_state import (
     PUBLIC,
     ChatState,
     direct_key,
-    human_duration,
-    human_size,
     room_key,
 )
 from parley_client.events import Disconnected, LoggedIn, Reconnected, Reconnecting
 from parley_client.settings import Settings, parse_server
+from parley_client.units import human_duration, human_size
 from protocol.messages import ChatMessage, FileAdded, FileRemoved, Presence, Renamed, RoomEvent
 
 
