@@ -9,6 +9,9 @@ from parley_client.chat_state import ChatState, ConvKey, Entry
 
 from .transcript import Transcript
 
+MEMBERS_MIN_WIDTH = 170
+MEMBERS_MAX_WIDTH = 340  # longer names are cut rather than squeeze the transcript
+
 
 class ConversationView(ttk.Frame):
     def __init__(self, master, state: ChatState, fonts, palette, *,
@@ -22,6 +25,7 @@ class ConversationView(ttk.Frame):
         self.on_open_person = on_open_person
         self.key: ConvKey | None = None
         self.palette = palette
+        self.fonts = fonts
         self.columnconfigure(0, weight=1)
         self.rowconfigure(1, weight=1)
 
@@ -49,7 +53,7 @@ class ConversationView(ttk.Frame):
         ttk.Label(self.members_frame, text="Members", font=fonts.heading).pack(anchor="w")
         self.members = ttk.Treeview(self.members_frame, show="tree", selectmode="browse",
                                     height=10)
-        self.members.column("#0", width=170)
+        self.members.column("#0", width=MEMBERS_MIN_WIDTH)
         self.members.pack(fill="both", expand=True, pady=(4, 0))
         self.members.bind("<Double-1>", self._member_clicked)
         self.members.tag_configure("creator", font=fonts.bold)
@@ -110,6 +114,7 @@ class ConversationView(ttk.Frame):
             return
         self.members_frame.grid(row=1, column=1, sticky="ns")
         self.members.delete(*self.members.get_children())
+        widest = 0
         for name, display in sorted(info.members.items(), key=lambda m: m[1].lower()):
             creator = name == info.creator.lower()
             label = display + ("  (creator)" if creator else "")
@@ -117,6 +122,10 @@ class ConversationView(ttk.Frame):
                 label += "  · away"
             self.members.insert("", "end", iid=name, text=label,
                                 tags=("creator",) if creator else ())
+            widest = max(widest, self.fonts.bold.measure(label))
+        # Wide enough for the longest name (bold is the widest style used), within bounds.
+        self.members.column("#0", width=min(MEMBERS_MAX_WIDTH,
+                                            max(MEMBERS_MIN_WIDTH, widest + 40)))
 
     def toggle_members(self) -> None:
         self.show_members = not self.show_members

@@ -346,3 +346,17 @@ def test_load_earlier_messages_pages_back_and_keeps_the_view(app, server, peers)
     bob.session.send("public", "", "fresh").result(WAIT)
     pump_until(app.root, lambda: "fresh" in transcript(app), WAIT)
     assert transcript(app).count("note 001") == 1
+
+
+def test_room_members_panel_fits_the_longest_name(app, server, peers):
+    bob = peers("bob")
+    bob.session.rename("Bartholomew Montgomery").result(WAIT)
+    bob.session.join_room("lab").result(WAIT)
+    log_in(app, server.host, server.port, "alice")
+    app.main.actions.join_room("lab")
+    view = app.main.conversation
+    pump_until(app.root, lambda: app.state.active == room_key("lab")
+               and "bob" in view.members.get_children(), WAIT)
+    label = view.members.item("bob", "text")
+    assert label == "Bartholomew Montgomery  (creator)"
+    assert int(view.members.column("#0", "width")) > app.fonts.bold.measure(label)
