@@ -128,3 +128,20 @@ def start_server_process(tmp_path: Path, port: int, *extra: str) -> subprocess.P
         proc.kill()
         raise
     return proc
+
+
+@contextlib.contextmanager
+def server_process(tmp_path: Path, port: int, *extra: str):
+    """start_server_process, and stopped at the end whatever happened: SIGTERM if it still
+    runs, SIGKILL if that does not end it within 10 s."""
+    proc = start_server_process(tmp_path, port, *extra)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)

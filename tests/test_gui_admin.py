@@ -4,11 +4,10 @@ Everyone else is shown none of it."""
 
 from __future__ import annotations
 
-import gc
-
 import pytest
+import test_gui_app
 from serverutil import running_server
-from test_gui_app import Peer, log_in, make_app, transcript
+from test_gui_app import Peer, close_app, open_app, transcript
 from xvfb import pump_until
 
 from parley_client.chat_state import PUBLIC, direct_key
@@ -21,10 +20,8 @@ WAIT = 10.0
 POLICY = Policy(admins=["teacher"], limits=Limits(message_rate=1000, message_burst=1000))
 
 
-@pytest.fixture(autouse=True)
-def collect_tk_garbage_on_main_thread():
-    yield
-    gc.collect()  # see test_gui_app: Tk objects must be freed on the main thread
+# Tk objects must be freed on the main thread: see test_gui_app.
+collect_tk_garbage_on_main_thread = test_gui_app.collect_tk_garbage_on_main_thread
 
 
 @pytest.fixture
@@ -44,36 +41,25 @@ def bob(server):
     peer.close()
 
 
-def start(tk_root, tmp_path, server, user):
-    app = make_app(tk_root, tmp_path)
-    log_in(app, server.host, server.port, user)
-    return app
-
-
-def close(app):
-    app.quit(destroy_root=False)
-    app.join_closers()
-
-
 def menu_labels(menu) -> list[str]:
     return [menu.entrycget(i, "label") for i in range(menu.index("end") + 1)
             if menu.type(i) not in ("separator", "tearoff")]
 
 
 def test_students_see_no_admin_controls(tk_root, tmp_path, server, bob):
-    app = start(tk_root, tmp_path, server, "student")
+    app = open_app(tk_root, tmp_path, server, "student")
     try:
         assert app.main.admin is None
         assert "Admin" not in menu_labels(app.main.menu)
         app.main.open_moderation()  # Ctrl+M does nothing for them
         assert app.main.admin is None
     finally:
-        close(app)
+        close_app(app)
 
 
 def test_mute_from_the_dialog_then_a_bad_duration_is_refused_before_sending(
         tk_root, tmp_path, server, bob):
-    app = start(tk_root, tmp_path, server, "teacher")
+    app = open_app(tk_root, tmp_path, server, "teacher")
     try:
         admin = app.main.admin
         assert "Admin" in menu_labels(app.main.menu)
@@ -95,12 +81,12 @@ def test_mute_from_the_dialog_then_a_bad_duration_is_refused_before_sending(
         assert "duration" in dialog.message.cget("text").lower()
         assert bob.session.connected  # nothing was sent
     finally:
-        close(app)
+        close_app(app)
 
 
 def test_kick_from_the_people_menu_tells_the_dialog_what_happened(tk_root, tmp_path, server,
                                                                    bob):
-    app = start(tk_root, tmp_path, server, "teacher")
+    app = open_app(tk_root, tmp_path, server, "teacher")
     try:
         admin = app.main.admin
         pump_until(app.root, lambda: "bob" in app.main.sidebar.people.get_children(), WAIT)
@@ -117,11 +103,11 @@ def test_kick_from_the_people_menu_tells_the_dialog_what_happened(tk_root, tmp_p
         pump_until(app.root, lambda: str(dialog.message.cget("foreground"))
                    == str(app.main.palette.error), WAIT)
     finally:
-        close(app)
+        close_app(app)
 
 
 def test_announce_purge_and_remove_a_file(tk_root, tmp_path, server, bob):
-    app = start(tk_root, tmp_path, server, "teacher")
+    app = open_app(tk_root, tmp_path, server, "teacher")
     try:
         actions = app.main.actions
         actions.confirm = lambda *a, **k: True  # the "are you sure" dialogs say yes
@@ -152,4 +138,4 @@ def test_announce_purge_and_remove_a_file(tk_root, tmp_path, server, bob):
         assert not (server.files_dir / "answers.txt").exists()
         assert (server.files_dir / "syllabus.txt").exists()
     finally:
-        close(app)
+        close_app(app)

@@ -76,6 +76,18 @@ def log_in(app: App, host, port, user, password="secret-pw", register=True) -> N
     pump_until(app.root, lambda: app.state.online, WAIT)
 
 
+def open_app(tk_root, tmp_path, srv, user: str) -> App:
+    """An App on tk_root, registered and logged in as user (tests that need no fixture)."""
+    app = make_app(tk_root, tmp_path)
+    log_in(app, srv.host, srv.port, user)
+    return app
+
+
+def close_app(app: App) -> None:
+    app.quit(destroy_root=False)
+    app.join_closers()
+
+
 def type_and_send(app: App, text: str) -> None:
     box = app.main.message_box
     box.text.focus_force()

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from serverutil import free_port, running_server, start_server_process
+from serverutil import free_port, running_server, server_process, start_server_process
 from wireclient import ReplyError, WireClient
 
 from protocol import encode_frame
@@ -181,33 +181,23 @@ def test_what_logins_read_from_memory_is_reloaded_after_a_restart(tmp_path):
 
 def test_kill_9_right_after_acknowledged_registration_keeps_the_account(tmp_path):
     port = free_port()
-    proc = start_server_process(tmp_path, port)
-    try:
+    with server_process(tmp_path, port) as proc:
         with WireClient("127.0.0.1", port) as a:
             a.register("durable")
             a.call(m.Send, kind="public", target="", text="acked")
             proc.send_signal(signal.SIGKILL)  # no chance to flush anything
         proc.wait(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    proc = start_server_process(tmp_path, port)
-    try:
-        with WireClient("127.0.0.1", port) as a:
-            a.login("durable")
-            texts = [x["text"] for x in a.call(m.History, kind="public", target="")["messages"]]
-            assert texts == ["acked"]
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with server_process(tmp_path, port), WireClient("127.0.0.1", port) as a:
+        a.login("durable")
+        texts = [x["text"] for x in a.call(m.History, kind="public", target="")["messages"]]
+        assert texts == ["acked"]
 
 
 def test_kill_9_after_stored_messages_were_sent_but_not_acknowledged_keeps_them(tmp_path):
     """The server had queued bob's stored message (it may even have reached his socket) when
     it died: bob never acknowledged it, so it is his again after the restart."""
     port = free_port()
-    proc = start_server_process(tmp_path, port)
-    try:
+    with server_process(tmp_path, port) as proc:
         with WireClient("127.0.0.1", port) as b:
             b.register("bob")
         with WireClient("127.0.0.1", port) as a:
@@ -218,18 +208,10 @@ def test_kill_9_after_stored_messages_were_sent_but_not_acknowledged_keeps_them(
             assert b.wait_for(lambda e: isinstance(e, m.ChatMessage)).text == "do not lose me"
             proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    proc = start_server_process(tmp_path, port)
-    try:
-        with WireClient("127.0.0.1", port) as b:
-            b.login("bob")
-            ev = b.wait_for(lambda e: isinstance(e, m.ChatMessage))
-            assert (ev.text, ev.delayed) == ("do not lose me", True)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with server_process(tmp_path, port), WireClient("127.0.0.1", port) as b:
+        b.login("bob")
+        ev = b.wait_for(lambda e: isinstance(e, m.ChatMessage))
+        assert (ev.text, ev.delayed) == ("do not lose me", True)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
