@@ -19,6 +19,7 @@ from parley_client.chat_state import Entry
 from .theme import Palette, sender_colour
 
 MAX_RENDERED = 500
+UNREAD_RULE = "─" * 14  # the "New messages" divider, drawn with box-drawing characters
 
 
 def day_label(ts: float, now: float | None = None) -> str:
@@ -81,6 +82,8 @@ class Transcript(ttk.Frame):
         t.tag_bind("earlier_link", "<Enter>", lambda e: t.configure(cursor="hand2"))
         t.tag_bind("earlier_link", "<Leave>", lambda e: t.configure(cursor="arrow"))
         t.tag_bind("earlier_link", "<Button-1>", lambda e: self.show_earlier())
+        t.tag_configure("unread", font=f.small, foreground=pal.error, justify="center",
+                        spacing1=8, spacing3=2)
         t.tag_configure("name_own", foreground=pal.accent)
         for i, colour in enumerate(pal.senders):
             t.tag_configure(f"name{i}", foreground=colour)
@@ -108,8 +111,15 @@ class Transcript(ttk.Frame):
         t.configure(state="disabled")
         if anchor is not None and anchor in t.mark_names():
             t.yview(anchor)
-        else:
-            t.see("end")
+            return
+        t.see("end")
+        divider = t.tag_ranges("unread")
+        if divider:  # more new messages than fit: start reading at the divider, not below
+            below = t.count(divider[0], "end", "update", "ypixels")
+            if isinstance(below, tuple):  # tkinter gives a tuple for several counts
+                below = below[0]
+            if below and below > t.winfo_height():
+                t.yview(divider[0])
 
     def show_earlier(self) -> None:
         """The "Load earlier messages" line was clicked: draw what is held, then ask for
@@ -159,6 +169,8 @@ class Transcript(ttk.Frame):
         self._entries[e.local_id] = e
         t.mark_set(f"e{e.local_id}", "end-1c")  # where it starts, for keep_view
         t.mark_gravity(f"e{e.local_id}", "left")
+        if e.unread_start:
+            t.insert("end", f"{UNREAD_RULE}  New messages  {UNREAD_RULE}\n", ("unread",))
         day = time.localtime(e.ts)[:3]
         if day != self._last_day:
             self._last_day = day

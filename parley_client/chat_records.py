@@ -31,6 +31,7 @@ class Entry:
     delayed: bool = False
     mention: bool = False
     continues: bool = False  # shares the header of the entry before it
+    unread_start: bool = False  # the first one not seen yet: "New messages" is drawn above it
 
 
 @dataclass

@@ -138,6 +138,9 @@ class ChatState:
     def open(self, key: ConvKey) -> tuple[list[Change], bool]:
         """Make key the visible conversation. Returns (changes, history_needed)."""
         conv = self.conversation(key)
+        left = self.conversations.get(self.active) if self.active != key else None
+        if left is not None:  # read when it was left: no divider there next time
+            self._mark_unread_start(left, None)
         self.active = key
         conv.unread = conv.mentions = 0
         need = conv.history_state == "none"
@@ -226,11 +229,13 @@ class ChatState:
                       msg.sender_display or msg.sender, msg.msg_id, own=own,
                       delayed=msg.delayed)
         entry.mention = not own and msg.kind != "direct" and self.is_mention(msg.text)
+        hidden = not own and (key != self.active or not self.window_focused)
+        if hidden and conv.unread == 0:  # the first one not seen: "New messages" goes here
+            self._mark_unread_start(conv, entry)
         changes = self._add(conv, entry)
         if new_conv:
             changes.append(Change("conversations"))
         if not own:
-            hidden = key != self.active or not self.window_focused
             if hidden:
                 conv.unread += 1
                 conv.mentions += entry.mention
@@ -239,12 +244,29 @@ class ChatState:
                 changes.append(Change("notify", key, entry))
         return changes
 
+    @staticmethod
+    def _mark_unread_start(conv: Conversation, entry: Entry | None) -> bool:
+        """Move the "New messages" divider to entry (None: remove it). True if one was shown."""
+        had = False
+        for e in reversed(conv.entries):
+            if e.unread_start:
+                e.unread_start, had = False, True
+                break
+        if entry is not None:
+            entry.unread_start = True
+        return had
+
     def add_pending(self, key: ConvKey, text: str) -> tuple[Entry, list[Change]]:
-        """A message the user just sent, shown at once and marked until the server confirms."""
+        """A message the user just sent, shown at once and marked until the server confirms.
+        Answering means the new messages were read: their divider goes."""
         conv = self.conversation(key)
         entry = Entry(next(self._ids), "msg", text, self.clock(), self.me, self.my_display,
                       own=True, status="pending")
-        return entry, self._add(conv, entry)
+        had_divider = self._mark_unread_start(conv, None)
+        changes = self._add(conv, entry)
+        if had_divider:
+            changes = [Change("reload", key)]  # redrawn without it, the new entry included
+        return entry, changes
 
     def send_ok(self, key: ConvKey, entry: Entry, result: dict) -> list[Change]:
         if entry.status == "sent":

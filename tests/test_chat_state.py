@@ -273,3 +273,36 @@ def test_parse_server():
         except ValueError:
             continue
         raise AssertionError(f"{bad!r} accepted")
+
+
+def test_new_messages_divider_marks_the_first_unseen_until_answered_or_left():
+    st = logged_in()
+    bob = direct_key("bob")
+
+    def flagged(key):
+        return [e.text for e in st.conversations[key].entries if e.unread_start]
+
+    st.apply(msg(1, "bob", "one", kind="direct", target="alice"))
+    st.apply(msg(2, "bob", "two", kind="direct", target="alice"))
+    assert flagged(bob) == ["one"]
+    st.open(bob)
+    assert flagged(bob) == ["one"]  # shown on open
+    st.open(PUBLIC)
+    assert flagged(bob) == []  # read when left
+    st.apply(msg(3, "bob", "three", kind="direct", target="alice"))
+    st.open(bob)
+    assert flagged(bob) == ["three"]
+    entry, changes = st.add_pending(bob, "on my way")
+    assert kinds(changes) == ["reload"] and flagged(bob) == []
+    assert st.conversations[bob].entries[-1] is entry  # the redraw includes the reply
+    _entry, changes = st.add_pending(bob, "again")
+    assert kinds(changes) == ["append"]  # no divider left to remove
+
+    # In the open conversation while the window is in the background.
+    st.set_focused(False)
+    st.apply(msg(4, "bob", "while away", kind="direct", target="alice"))
+    st.apply(msg(5, "bob", "still away", kind="direct", target="alice"))
+    assert flagged(bob) == ["while away"]
+    st.set_focused(True)
+    st.apply(msg(6, "bob", "back?", kind="direct", target="alice"))
+    assert flagged(bob) == ["while away"]  # seen as it arrived: the divider stays put

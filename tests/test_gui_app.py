@@ -372,3 +372,27 @@ def test_room_members_panel_fits_the_longest_name(app, server, peers):
     label = view.members.item("bob", "text")
     assert label == "Bartholomew Montgomery  (creator)"
     assert int(view.members.column("#0", "width")) > app.fonts.bold.measure(label)
+
+
+def test_new_messages_divider_shows_where_unread_messages_start(app, server, peers):
+    bob = peers("bob")
+    log_in(app, server.host, server.port, "alice")
+    bob.session.send("direct", "alice", "an old one").result(WAIT)
+    key = direct_key("bob")
+    pump_until(app.root, lambda: key in app.state.conversations, WAIT)
+    app.main.actions.open(key)
+    pump_until(app.root, lambda: "an old one" in transcript(app), WAIT)
+    app.main.actions.open(PUBLIC)
+    for i in range(1, 41):
+        bob.session.send("direct", "alice", f"line {i:02d}").result(WAIT)
+    pump_until(app.root, lambda: app.state.conversations[key].unread == 40, WAIT)
+    app.main.actions.open(key)
+    pump_until(app.root, lambda: "line 40" in transcript(app), WAIT)
+    text = transcript(app)
+    assert text.index("an old one") < text.index("New messages") < text.index("line 01")
+    view = app.main.conversation.transcript.text
+    app.root.update()
+    assert view.bbox(view.tag_ranges("unread")[0]) is not None  # reading starts there
+    type_and_send(app, "reading now")
+    pump_until(app.root, lambda: "New messages" not in transcript(app)
+               and "reading now" in transcript(app), WAIT)

@@ -118,7 +118,7 @@ def shoot_moderation(app, path: Path) -> Path:
     root = app.root
     app.main.actions.open(("direct", "carol"))
     dialog = app.main.admin.open_dialog("Mute")
-    dialog.geometry("+330+170")
+    dialog.geometry("+600+250")
     dialog.minutes_var.set("15")
     dialog.apply_button.invoke()
     pump(root, lambda: "Sending" not in dialog.message.cget("text")
