@@ -48,8 +48,9 @@ class FileSharing:
             self.server.broadcast(m.FileRemoved(name))
 
     def forget_client(self, handler: ClientHandler) -> None:
+        """The connection closed: its unfinished uploads wait to be resumed (UploadManager.park)."""
         for upload_id in list(handler.uploads):
-            self.uploads.abort(upload_id)
+            self.uploads.park(upload_id)
         handler.uploads.clear()
 
     def close(self) -> None:
@@ -124,7 +125,8 @@ def upload_begin(h: ClientHandler, req: m.UploadBegin) -> dict:
                            "this server accepts only " + ", ".join(policy.allowed_extensions))
     upload = _library_call(_files(h).uploads.begin, h.user, req.name, req.size, req.sha256)
     h.uploads.add(upload.upload_id)
-    return {"upload_id": upload.upload_id, "chunk_size": UPLOAD_CHUNK}
+    # offset > 0: an earlier connection's upload of this very file, carried on from there.
+    return {"upload_id": upload.upload_id, "chunk_size": UPLOAD_CHUNK, "offset": upload.received}
 
 
 def _own_upload(h: ClientHandler, upload_id: str) -> None:

@@ -6,6 +6,10 @@ size and SHA-256 check out and the data is fsynced does it get its final name, w
 with os.link: that fails instead of overwriting, so two uploads of "report.pdf" at the same moment
 end up as "report.pdf" and "report (1).pdf" and never as one clobbered file.
 
+An upload whose connection goes away is parked, not deleted: the same user beginning the same
+file again (name, size and SHA-256) carries on from the bytes already stored, for as long as
+an idle upload is kept (stale_after).
+
 Thread-safe: handler threads call everything at once. Lock order is upload lock, then manager
 lock; code holding the manager lock never waits for an upload lock.
 """
@@ -63,6 +67,7 @@ class Upload:
         self.received = 0
         self.temp_path = ""
         self.last_activity = time.monotonic()
+        self.parked = False  # its connection went away: kept for resuming, file closed
         self._file = None
         self._digest = hashlib.sha256()
         self._lock = threading.Lock()
@@ -112,10 +117,15 @@ class UploadManager:
         if time.monotonic() - self._last_sweep > min(self._stale_after, 60.0):
             self.sweep()  # lazily, so hung clients' uploads go away without a timer thread
 
+        if sha256 is not None:
+            resumed = self._resume(user, clean_name, size, sha256)
+            if resumed is not None:
+                return resumed
+        self._evict_parked(user)
         upload = Upload(secrets.token_hex(16), user, clean_name, size, sha256)
         upload.temp_path = os.path.join(self._dir, TEMP_PREFIX + upload.upload_id + TEMP_SUFFIX)
         with self._lock:
-            mine = sum(1 for u in self._uploads.values() if u.user == user)
+            mine = sum(1 for u in self._uploads.values() if u.user == user and not u.parked)
             if mine >= self._max_active_per_user:
                 raise UploadError(
                     "too_many_uploads", f"at most {self._max_active_per_user} uploads at a time"
@@ -141,7 +151,7 @@ class UploadManager:
         """
         upload = self._get(upload_id, user)
         with upload._lock:
-            if upload._closed:
+            if upload._closed or upload.parked:  # parked: only begin may take it up again
                 raise UploadError("unknown_upload", "that upload was cancelled")
             if offset != upload.received:
                 raise UploadError(
@@ -165,7 +175,7 @@ class UploadManager:
         """Check size and hash, make the data durable, give it a free name, list it."""
         upload = self._get(upload_id, user)
         with upload._lock:
-            if upload._closed:
+            if upload._closed or upload.parked:  # parked: only begin may take it up again
                 raise UploadError("unknown_upload", "that upload was cancelled")
             if upload.received != upload.size:
                 self._discard_locked(upload)
@@ -194,6 +204,70 @@ class UploadManager:
             with self._lock:
                 self._uploads.pop(upload.upload_id, None)
         return self._library.register_upload(final_name, sha, upload.user)
+
+    def park(self, upload_id: str) -> bool:
+        """The uploader's connection went away: keep what arrived (file closed, hash state in
+        memory) so that the same user beginning the same file (name, size, SHA-256) again
+        carries on from there. Parked uploads go after stale_after like idle ones, and at
+        most max_active_per_user of them are kept per user. False if there was no such
+        upload."""
+        with self._lock:
+            upload = self._uploads.get(upload_id)
+        if upload is None:
+            return False
+        with upload._lock:
+            if upload._closed or upload.parked:
+                return False
+            if upload.expected_sha256 is None:  # nothing to recognise it by: cannot resume
+                self._discard_locked(upload)
+                return True
+            try:
+                upload._file.close()
+            except OSError as exc:  # the buffered tail could not be written: start over
+                log.warning("parking upload %s failed: %s", upload.upload_id, exc)
+                self._discard_locked(upload)
+                return True
+            upload.parked = True
+            upload.last_activity = time.monotonic()
+        return True
+
+    def _resume(self, user: str, filename: str, size: int, sha256: str) -> Upload | None:
+        """The user's parked upload of this very file, reopened where it stopped."""
+        with self._lock:
+            candidates = [u for u in self._uploads.values()
+                          if u.parked and u.user == user and u.filename == filename
+                          and u.size == size and u.expected_sha256 == sha256]
+        for upload in candidates:
+            with upload._lock:
+                if upload._closed or not upload.parked:
+                    continue  # taken by a concurrent begin, or swept
+                try:
+                    f = open(upload.temp_path, "r+b")  # noqa: SIM115 - lives across calls
+                except OSError as exc:
+                    log.warning("cannot resume upload %s: %s", upload.upload_id, exc)
+                    self._discard_locked(upload)
+                    continue
+                try:
+                    f.truncate(upload.received)  # bytes past it were never acknowledged
+                    f.seek(upload.received)
+                except OSError as exc:
+                    f.close()
+                    log.warning("cannot resume upload %s: %s", upload.upload_id, exc)
+                    self._discard_locked(upload)
+                    continue
+                upload._file = f
+                upload.parked = False
+                upload.last_activity = time.monotonic()
+                return upload
+        return None
+
+    def _evict_parked(self, user: str) -> None:
+        """Make room for one more parked upload of user's: the oldest ones go."""
+        with self._lock:
+            parked = sorted((u for u in self._uploads.values() if u.parked and u.user == user),
+                            key=lambda u: u.last_activity)
+        for upload in parked[:max(0, len(parked) - self._max_active_per_user + 1)]:
+            self.abort(upload.upload_id)
 
     def abort(self, upload_id: str) -> bool:
         """Cancel an upload and delete its data. False if there was no such upload."""

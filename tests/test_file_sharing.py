@@ -252,3 +252,27 @@ def test_files_copied_in_or_deleted_by_hand_are_announced(srv, alice):
     os.unlink(srv.files_dir / "dropped.txt")
     ev = alice.wait_for(lambda e: isinstance(e, m.FileRemoved) and e.name == "dropped.txt")
     assert ev.name == "dropped.txt"
+
+
+def test_an_upload_cut_off_by_a_lost_connection_resumes_on_the_next(srv):
+    data = os.urandom(300_000)
+    digest = hashlib.sha256(data).hexdigest()
+    with WireClient(srv.host, srv.port) as c:
+        c.register("alice")
+        r = c.call(m.UploadBegin, name="lecture.mp4", size=len(data), sha256=digest)
+        assert r["offset"] == 0
+        step = r["chunk_size"]
+        for off in range(0, 3 * step, step):
+            c.call(m.UploadChunk, upload_id=r["upload_id"], offset=off,
+                   data=base64.b64encode(data[off:off + step]).decode())
+    # The connection is gone; a new one, the same user, the same file.
+    with WireClient(srv.host, srv.port) as c:
+        c.login("alice")
+        again = c.call(m.UploadBegin, name="lecture.mp4", size=len(data), sha256=digest)
+        assert (again["upload_id"], again["offset"]) == (r["upload_id"], 3 * step)
+        for off in range(3 * step, len(data), step):
+            c.call(m.UploadChunk, upload_id=again["upload_id"], offset=off,
+                   data=base64.b64encode(data[off:off + step]).decode())
+        entry = c.call(m.UploadEnd, upload_id=again["upload_id"])["file"]
+    assert entry["name"] == "lecture.mp4" and entry["sha256"] == digest
+    assert (srv.files_dir / "lecture.mp4").read_bytes() == data

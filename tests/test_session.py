@@ -398,3 +398,30 @@ def test_download_verifies(tmp_path, sessions):
         with pytest.raises(SessionError) as err:
             s.download("../etc/passwd", dest, lambda p: None)
         assert err.value.code == "bad_path"
+
+
+@pytest.mark.skipif(not HAVE_FILE_SHARING, reason="server file sharing not written yet")
+def test_upload_resumes_after_the_connection_drops(tmp_path, sessions):
+    """The server's end of the connection is cut a quarter of the way in: the session
+    reconnects by itself, the upload begins again and carries on from what the server
+    kept, never from zero."""
+    with running_server(tmp_path) as srv:
+        s, rec = logged_in(sessions, srv, "alice", auto_reconnect=True)
+        data = bytes(range(256)) * (4 * 4096)  # 4 MiB
+        path = tmp_path / "lecture.bin"
+        path.write_bytes(data)
+        progress: list[int] = []
+        cut_at: list[int] = []
+
+        def on_progress(sent: int, total: int) -> None:
+            progress.append(sent)
+            if not cut_at and sent >= total // 4:
+                cut_at.append(len(progress))  # the network fails, here and now
+                srv.server.get_client("alice").sock.shutdown(socket.SHUT_RDWR)
+
+        entry = s.upload(path, on_progress).result(60)
+        assert entry["name"] == "lecture.bin"
+        assert (srv.files_dir / "lecture.bin").read_bytes() == data
+        assert rec.wait_type(Reconnected).user == "alice"
+        after = progress[cut_at[0]:]
+        assert after and min(after) > 0 and after[-1] == len(data)

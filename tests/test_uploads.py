@@ -414,3 +414,55 @@ def test_filesystem_without_hard_links(files, manager, monkeypatch):
     assert (files / "x (1).txt").read_bytes() == b"one"
     assert (files / "x (2).txt").read_bytes() == b"two"
     assert temp_files(files) == []
+
+
+def test_a_parked_upload_carries_on_where_it_stopped(files, library, manager):
+    data = os.urandom(50_000)
+    up = manager.begin("alice", "notes.pdf", len(data), sha(data))
+    manager.write(up.upload_id, 0, data[:20_000])
+    assert manager.park(up.upload_id)  # the connection went away
+    assert temp_files(files) == [os.path.basename(up.temp_path)]  # what arrived is kept
+    with pytest.raises(UploadError) as exc:  # nobody writes to it while parked
+        manager.write(up.upload_id, 20_000, data[20_000:])
+    assert exc.value.code == "unknown_upload"
+    # Another user, another name or other content: a new upload, not this one.
+    assert manager.begin("bob", "notes.pdf", len(data), sha(data)).received == 0
+    other = data[:-1] + bytes([data[-1] ^ 1])
+    assert manager.begin("alice", "notes.pdf", len(data), sha(other)).received == 0
+    again = manager.begin("alice", "notes.pdf", len(data), sha(data))
+    assert (again.upload_id, again.received) == (up.upload_id, 20_000)
+    manager.write(again.upload_id, 20_000, data[20_000:])
+    entry = manager.finish(again.upload_id)
+    assert entry.sha256 == sha(data) and (files / "notes.pdf").read_bytes() == data
+
+
+def test_parking_without_a_declared_hash_discards(files, manager):
+    up = manager.begin("alice", "anon.bin", 10)
+    manager.write(up.upload_id, 0, b"12345")
+    assert manager.park(up.upload_id)
+    assert temp_files(files) == []  # nothing to recognise it by when it comes back
+    assert manager.begin("alice", "anon.bin", 10).received == 0
+
+
+def test_parked_uploads_are_bounded_per_user_and_swept_when_stale(files, library):
+    mgr = UploadManager(library, stale_after=1.0, max_active_per_user=2)
+    try:
+        parked = []
+        for i in range(3):
+            data = bytes([i]) * 100
+            up = mgr.begin("alice", f"f{i}.bin", 100, sha(data))
+            mgr.write(up.upload_id, 0, data[:50])
+            mgr.park(up.upload_id)
+            parked.append(up)
+        # Each new one made room: at most max_active_per_user - 1 parked before a begin.
+        assert [u.upload_id for u in mgr.in_progress("alice")] == \
+            [u.upload_id for u in parked[1:]]
+        assert not os.path.exists(parked[0].temp_path)
+        deadline = time.monotonic() + WAIT
+        while mgr.in_progress():
+            assert time.monotonic() < deadline, "parked uploads were never swept"
+            time.sleep(0.05)  # polling interval of a bounded wait
+            mgr.sweep()
+        assert temp_files(files) == []
+    finally:
+        mgr.close()
