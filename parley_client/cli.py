@@ -56,6 +56,7 @@ commands:
   cs                         close the session or leave the room
   cr <room>                  close a room you created
   rename <name>              change your display name
+  passwd <old> <new>         change your password
   history                    recent messages of the open session/room (else public)
   files                      list shared files
   get <name> [dest-dir]      download a shared file
@@ -66,6 +67,7 @@ administrators only:
   kick <user> [reason]       ban <user|address> [minutes] [reason]   unban <user|address>
   mute <user> [minutes]      unmute <user>        announce <text>     rmfile <name>
   purge public|room:NAME|direct:A:B               op <user> | deop <user>
+  resetpw <user>             give a user who forgot theirs a temporary password
   x | ex | \\quit             exit
   help                       this text"""
 
@@ -73,7 +75,8 @@ administrators only:
 # command word -> moderation action (see docs/protocol.md, moderate)
 MODERATION = {"kick": "kick", "ban": "ban", "unban": "unban", "mute": "mute",
               "unmute": "unmute", "announce": "announce", "rmfile": "remove_file",
-              "purge": "purge", "op": "op", "deop": "deop"}
+              "purge": "purge", "op": "op", "deop": "deop",
+              "resetpw": "reset_password"}
 
 
 def who(name: str, display: str | None) -> str:
@@ -168,6 +171,7 @@ class TerminalClient:
             "lru": self.cmd_room_members, "bm": self.cmd_public, "dm": self.cmd_direct,
             "o": self.cmd_open, "or": self.cmd_open_room, "s": self.cmd_send,
             "cs": self.cmd_close_session, "cr": self.cmd_close_room, "rename": self.cmd_rename,
+            "passwd": self.cmd_passwd,
             "history": self.cmd_history, "l": self.cmd_status, "d": self.cmd_disconnect,
             "help": self.cmd_help, "files": self.cmd_files, "get": self.cmd_get,
             "put": self.cmd_put,
@@ -483,12 +487,21 @@ class TerminalClient:
             text = " ".join(more)
         result = self.wait(self.session.moderate(action, target, minutes, text), word)
         self.say(result.get("done", "done"))
+        if "temporary_password" in result:
+            self.say(f"temporary password for {target}: {result['temporary_password']} "
+                     "(they log in with it, then change it with passwd)")
 
     def cmd_rename(self, _args: list[str], rest: str) -> None:
         self.usage([rest] if rest else [], 1, "rename <name>")
         self.need_login()
         result = self.wait(self.session.rename(rest), "rename")
         self.say(f"you are now shown as {result.get('display', rest)}")
+
+    def cmd_passwd(self, args: list[str], _rest: str) -> None:
+        self.usage(args, 2, "passwd <old> <new>")
+        self.need_login()
+        self.wait(self.session.change_password(args[0], args[1]), "passwd")
+        self.say("password changed")
 
     def cmd_history(self, _args: list[str], _rest: str) -> None:
         self.need_login()

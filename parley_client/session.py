@@ -53,7 +53,8 @@ RECONNECT_MAX_DELAY = 10.0
 JOIN_TIMEOUT = 2.0
 # Bye codes after which coming back would only repeat the same refusal; logged_in_elsewhere
 # too, or two clients of one user would keep knocking each other off.
-NO_RECONNECT_CODES = frozenset({"kicked", "version_mismatch", "logged_in_elsewhere"})
+NO_RECONNECT_CODES = frozenset({"kicked", "version_mismatch", "logged_in_elsewhere",
+                                "password_reset"})
 # Resume answers that no retry can change: the token (or the account) is no longer valid.
 FINAL_RESUME_ERRORS = frozenset({"bad_token", "no_such_user", "invalid_username"})
 # Connect failures that trying again cannot fix (and, for a changed certificate, must not).
@@ -341,6 +342,10 @@ class ClientSession:
     def rename(self, display: str) -> Future:
         return self.request(m.Rename, display=display)
 
+    def change_password(self, old: str, new: str) -> Future:
+        """Result: resume_token (the session keeps it for reconnecting; the old one is void)."""
+        return self.request(m.ChangePassword, old_password=old, new_password=new)
+
     def moderate(self, action: str, target: str = "", minutes: int | None = None,
                  text: str = "") -> Future:
         return self.request(m.Moderate, action=action, target=target, minutes=minutes, text=text)
@@ -547,6 +552,11 @@ class ClientSession:
             self._events.emit(LoggedOut("logged out"))
         elif isinstance(request, m.Rename):
             self._display = result.get("display", request.display)
+        elif isinstance(request, m.ChangePassword):
+            token = result.get("resume_token")
+            with self._lock:
+                if self._user is not None and isinstance(token, str):
+                    self._credentials = (self._user, token)
 
     # ------------------------------------------------------------------ losing and regaining
 

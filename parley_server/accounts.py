@@ -15,8 +15,15 @@ from .store import NameTaken, Store, UserRecord
 NAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
 MIN_PASSWORD = 6
 MAX_PASSWORD = 1024
+# Temporary passwords an administrator hands out: no look-alike characters (0/O, 1/l/I),
+# four groups of four, about 80 bits.
+TEMP_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
 # scrypt cost: n=2**14, r=8, p=1 is the common interactive setting (~40 ms, 16 MiB here).
 DEFAULT_SCRYPT_N = 2**14
+
+
+def temporary_password() -> str:
+    return "-".join("".join(secrets.choice(TEMP_ALPHABET) for _ in range(4)) for _ in range(4))
 
 
 class AccountError(Exception):
@@ -33,6 +40,10 @@ def check_new_credentials(name: str, password: str) -> None:
     if not valid_name(name):
         raise AccountError("invalid_username",
                            "usernames are 1-32 letters, digits, '_', '-' or '.'")
+    check_new_password(password)
+
+
+def check_new_password(password: str) -> None:
     if len(password) < MIN_PASSWORD:
         raise AccountError("invalid_password",
                            f"passwords need at least {MIN_PASSWORD} characters")
@@ -90,12 +101,14 @@ class Accounts:
             return hashlib.scrypt(password.encode(), salt=salt, n=int(n), r=int(r), p=int(p),
                                   maxmem=256 * 1024 * 1024, dklen=32)
 
+    def _params(self) -> str:
+        return f"scrypt:{self.scrypt_n}:8:1"
+
     def register(self, name: str, password: str) -> UserRecord:
         check_new_credentials(name, password)
         if self.store.get_user(name) is not None:
             raise AccountError("name_taken", f"the name {name!r} is already taken")
-        salt = os.urandom(16)
-        params = f"scrypt:{self.scrypt_n}:8:1"
+        salt, params = os.urandom(16), self._params()
         try:
             self.store.create_user(name, self._hash(password, salt, params), salt, params)
         except NameTaken:  # lost a race with a concurrent registration of the same name
@@ -137,6 +150,20 @@ class Accounts:
             self._failed(name, address)
             raise AccountError("bad_token", "that reconnect token is not valid; log in again")
         return record
+
+    def change_password(self, name: str, old: str, new: str, address: str) -> str:
+        """The owner's change: the old password is checked (and throttled) like a login.
+        Returns a fresh reconnect token, since the old one is void now."""
+        check_new_password(new)
+        self.login(name, old, address)
+        self.set_password(name, new)
+        return self.new_resume_token(name)
+
+    def set_password(self, name: str, password: str) -> None:
+        """New salt and hash, current cost parameters; the reconnect token is voided."""
+        check_new_password(password)
+        salt, params = os.urandom(16), self._params()
+        self.store.set_password(name, self._hash(password, salt, params), salt, params)
 
     def new_resume_token(self, name: str) -> str:
         token = secrets.token_urlsafe(32)

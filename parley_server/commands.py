@@ -178,6 +178,18 @@ def rename(h: ClientHandler, req: m.Rename) -> dict:
     return {"display": display}
 
 
+@command(m.ChangePassword)
+def change_password(h: ClientHandler, req: m.ChangePassword) -> dict:
+    try:
+        token = h.server.accounts.change_password(h.user, req.old_password, req.new_password,
+                                                  h.ip)
+    except AccountError as exc:
+        if exc.code == "wrong_password":
+            raise CommandError("wrong_password", "the current password is wrong") from None
+        raise CommandError(exc.code, str(exc)) from None
+    return {"resume_token": token}
+
+
 # ---------------------------------------------------------------- messaging
 
 
@@ -329,10 +341,11 @@ def moderate(h: ClientHandler, req: m.Moderate) -> dict:
     if not h.server.moderation.is_admin(h.user):
         raise CommandError("not_admin", "only administrators can do that")
     try:
-        done = h.server.moderation.perform(h.user, req.action, req.target, req.minutes, req.text)
+        done, private = h.server.moderation.perform(h.user, req.action, req.target, req.minutes,
+                                                    req.text)
     except ModerationError as exc:
         raise CommandError(exc.code, exc.message) from None
-    return {"done": done}
+    return {"done": done, **private}
 
 
 # Importing these registers their commands in COMMANDS (they import this module first).

@@ -20,13 +20,14 @@ HELP = """commands:
   announce <text>                           rm <file>    remove a shared file
   purge public | room:NAME | direct:A:B     bans         list active bans
   op <user> / deop <user>  make / unmake an administrator
+  passwd <user> reset a forgotten password (prints a temporary one)
   audit [n]     the last n audit log entries
   help          this list"""
 
 # console word -> moderation action
 MODERATION = {"ban": "ban", "unban": "unban", "mute": "mute", "unmute": "unmute",
               "announce": "announce", "rm": "remove_file", "purge": "purge", "op": "op",
-              "deop": "deop"}
+              "deop": "deop", "passwd": "reset_password"}
 
 
 class AdminConsole:
@@ -69,9 +70,15 @@ class AdminConsole:
             self._print(f"error: {cmd} needs a target; type help")
             return
         try:
-            self._print(self.server.moderation.perform("console", action, target, minutes, text))
+            done, private = self.server.moderation.perform("console", action, target, minutes,
+                                                           text)
         except ModerationError as exc:
             self._print(f"error: {exc.message}")
+            return
+        self._print(done)
+        if "temporary_password" in private:
+            self._print(f"temporary password: {private['temporary_password']}  (give it to "
+                        f"{target}; they log in with it, then change it)")
 
     def execute(self, line: str) -> bool:
         """Run one console line. Returns False once the console should stop."""

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from protocol import messages as m
 
+from .accounts import temporary_password
 from .audit import AuditLog
 from .store import conversation_key
 
@@ -84,17 +85,21 @@ class Moderation:
     # ------------------------------------------------------------ actions
 
     def perform(self, actor: str, action: str, target: str = "", minutes: int | None = None,
-                text: str = "") -> str:
-        """Run one moderation action; returns a sentence saying what was done."""
+                text: str = "") -> tuple[str, dict]:
+        """Run one moderation action; returns a sentence saying what was done, and what only
+        the actor may see (a temporary password), which stays out of the audit log."""
         fn = getattr(self, "_" + action, None)
         if action.startswith("_") or fn is None or action not in ACTIONS:
             raise ModerationError("bad_message", f"unknown moderation action {action!r}")
         if minutes is not None and not 0 <= minutes <= 10 * 365 * 24 * 60:
             raise ModerationError("bad_message", "minutes must be between 0 and ten years")
         summary = fn(actor, target.strip(), minutes, text)
+        private: dict = {}
+        if isinstance(summary, tuple):
+            summary, private = summary
         self.audit.record(actor, action, target, minutes=minutes, text=text or None,
                           result=summary)
-        return summary
+        return summary, private
 
     def _user(self, name: str) -> str:
         record = self.store.get_user(name)
@@ -214,6 +219,23 @@ class Moderation:
             self._admins = self._admins - {name.lower()}
         return f"{name} is no longer an administrator"
 
+    def _reset_password(self, actor, target, minutes, text) -> tuple[str, dict]:
+        """For someone who forgot theirs: a temporary password the actor hands over, which they
+        replace with change_password. Administrators' passwords are reset only at the console,
+        so an admin's unattended session cannot take over another admin (or its own account)."""
+        name = self._user(target)
+        if actor != "console" and self.is_admin(name):
+            raise ModerationError("not_allowed",
+                                  "an administrator's password can only be reset at the server "
+                                  "console")
+        password = temporary_password()
+        self.server.accounts.set_password(name, password)
+        self.server.accounts.by_name.success(name.lower())  # lift a lock-out from guessing
+        client = self.server.get_client(name)
+        if client is not None:
+            client.disconnect("password_reset", f"your password was reset by {actor}")
+        return f"reset the password of {name}", {"temporary_password": password}
+
     def _notice_to(self, client, text: str) -> None:
         """A direct message from SERVER (stored, so it has a real id and shows in history)."""
         if client.user is None:
@@ -225,4 +247,4 @@ class Moderation:
 
 
 ACTIONS = ("kick", "ban", "unban", "mute", "unmute", "announce", "remove_file", "purge", "op",
-           "deop")
+           "deop", "reset_password")

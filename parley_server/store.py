@@ -260,6 +260,16 @@ class Store:
 
         self._write(fn)
 
+    def set_password(self, name: str, pw_hash: bytes, salt: bytes, params: str) -> None:
+        """A new password also voids the reconnect token: whoever held it must log in again."""
+        def fn(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE users SET pw_hash = ?, pw_salt = ?, pw_params = ?, resume_hash = NULL"
+                       " WHERE name_key = ?", (pw_hash, salt, params, name.lower()))
+            self._on_commit.append(lambda: self._update_user(
+                name, pw_hash=pw_hash, pw_salt=salt, pw_params=params, resume_hash=None))
+
+        self._write(fn)
+
     def all_users(self) -> list[tuple[str, str]]:
         return self._read("SELECT name, display FROM users ORDER BY name_key")
 

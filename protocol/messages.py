@@ -141,6 +141,15 @@ class Rename(Request):
 
 
 @dataclass(frozen=True)
+class ChangePassword(Request):
+    """Set a new password; the old one proves it is the account's owner at the keyboard."""
+
+    TYPE: ClassVar[str] = "change_password"
+    old_password: str
+    new_password: str
+
+
+@dataclass(frozen=True)
 class History(Request):
     TYPE: ClassVar[str] = "history"
     kind: str
@@ -311,7 +320,8 @@ CLIENT_MESSAGES: dict[str, type[Message]] = {
     cls.TYPE: cls
     for cls in (
         Hello, Register, Login, Resume, Logout, Send, ListUsers, ListOnline, ListRooms, RoomMembers,
-        JoinRoom, LeaveRoom, CloseRoom, OpenSession, CloseSession, Rename, History, AckDelayed,
+        JoinRoom, LeaveRoom, CloseRoom, OpenSession, CloseSession, Rename, ChangePassword, History,
+        AckDelayed,
         ListFiles, Download, UploadBegin, UploadChunk, UploadEnd, UploadAbort, Moderate, Pong,
     )
 }

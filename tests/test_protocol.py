@@ -107,6 +107,7 @@ CLIENT_SAMPLES: list[m.Message] = [
     m.Rename(116, "Alice W"),
     m.History(117, "direct", "bob", 20, 9001),
     m.AckDelayed(125, 9001),
+    m.ChangePassword(126, "correct horse", "battery staple"),
     m.ListFiles(118),
     m.Download(119, "handouts/syllabus.md", 4096, 32768),
     m.UploadBegin(120, "report.pdf", 12345, "ab" * 32),

@@ -425,3 +425,28 @@ def test_upload_resumes_after_the_connection_drops(tmp_path, sessions):
         assert rec.wait_type(Reconnected).user == "alice"
         after = progress[cut_at[0]:]
         assert after and min(after) > 0 and after[-1] == len(data)
+
+
+def test_after_a_password_change_the_session_reconnects_with_the_new_token(tmp_path, sessions):
+    """The change voids the token the session had; it must keep the one the reply carries."""
+    with running_server(tmp_path, files=False) as srv:
+        s, rec = logged_in(sessions, srv, "alice", auto_reconnect=True)
+        before = s.resume_token
+        s.change_password("password-alice", "changed-pw").result(WAIT)
+        assert s.resume_token not in (None, before)
+        s._link.sock.shutdown(socket.SHUT_RDWR)  # the network drops
+        assert rec.wait_type(Disconnected).will_reconnect is True
+        assert rec.wait_type(Reconnected) == Reconnected("alice")
+        assert s.send("public", "", "back").result(WAIT)["msg_id"] > 0
+
+
+def test_a_password_reset_by_an_admin_logs_out_without_reconnecting(tmp_path, sessions):
+    from parley_server.policy import Policy
+
+    with running_server(tmp_path, files=False, policy=Policy(admins=["teacher"])) as srv:
+        s, rec = logged_in(sessions, srv, "bob", auto_reconnect=True)
+        teacher, _ = logged_in(sessions, srv, "teacher")
+        teacher.moderate("reset_password", "bob").result(WAIT)
+        lost = rec.wait_type(Disconnected)
+        assert (lost.code, lost.will_reconnect) == ("password_reset", False)
+        assert "teacher" in lost.reason
