@@ -127,6 +127,8 @@ def format_event(event: object, me: str | None) -> str | None:
         return f"* shared file {event.name} was removed"
     if isinstance(event, m.Error):
         return f"error: {event.message}"
+    if isinstance(event, m.AccountStatus):
+        return None  # the SERVER message that comes with it says it in words
     if isinstance(event, m.Bye):
         return None  # the Disconnected that follows carries its reason and code
     if isinstance(event, Disconnected):
@@ -322,13 +324,16 @@ class TerminalClient:
         self.need_connection()
         self._logged_in_printed.clear()
         try:
-            self.wait(self.session.login(args[0], args[1]), "login")
+            result = self.wait(self.session.login(args[0], args[1]), "login")
         except SessionError as exc:
             if exc.code == "no_such_user":
                 raise SessionError(exc.code, f"{exc.message} (use register to create it)") \
                     from None
             raise
         self._logged_in_printed.wait(REPLY_TIMEOUT)
+        if result.get("must_change_password"):
+            self.say("* an administrator gave you this password: choose your own with "
+                     "passwd <old> <new>")
 
     def cmd_disconnect(self, _args: list[str], _rest: str) -> None:
         if not (self.session.connected or self.session.reconnecting):

@@ -156,14 +156,17 @@ class Accounts:
         Returns a fresh reconnect token, since the old one is void now."""
         check_new_password(new)
         self.login(name, old, address)
+        if new == old:
+            raise AccountError("invalid_password", "the new password is the same as the old one")
         self.set_password(name, new)
         return self.new_resume_token(name)
 
-    def set_password(self, name: str, password: str) -> None:
+    def set_password(self, name: str, password: str, temporary: bool = False) -> None:
         """New salt and hash, current cost parameters; the reconnect token is voided."""
         check_new_password(password)
         salt, params = os.urandom(16), self._params()
-        self.store.set_password(name, self._hash(password, salt, params), salt, params)
+        self.store.set_password(name, self._hash(password, salt, params), salt, params,
+                                temporary)
 
     def new_resume_token(self, name: str) -> str:
         token = secrets.token_urlsafe(32)

@@ -104,7 +104,8 @@ def _log_in(h: ClientHandler, name: str, display: str, new: bool) -> dict:
     token = server.accounts.new_resume_token(name)
     h._after_reply = lambda: _deliver_pending(h)
     return {"user": name, "display": display, "new": new, "resume_token": token,
-            "replaced": old is not None, "admin": server.moderation.is_admin(name)}
+            "replaced": old is not None, "admin": server.moderation.is_admin(name),
+            "must_change_password": server.store.has_temporary_password(name)}
 
 
 def _deliver_pending(h: ClientHandler) -> None:

@@ -210,6 +210,7 @@ class Moderation:
         self.store.set_admin(name, True)
         with self._lock:
             self._admins = self._admins | {name.lower()}
+        self._tell_status(name, f"{actor} made you an administrator.")
         return f"{name} is now an administrator"
 
     def _deop(self, actor, target, minutes, text) -> str:
@@ -217,7 +218,15 @@ class Moderation:
         self.store.set_admin(name, False)
         with self._lock:
             self._admins = self._admins - {name.lower()}
+        self._tell_status(name, f"{actor} took back your administrator rights.")
         return f"{name} is no longer an administrator"
+
+    def _tell_status(self, name: str, text: str) -> None:
+        """A connected user learns at once: their client shows or hides its admin controls."""
+        client = self.server.get_client(name)
+        if client is not None:
+            client.send_event(m.AccountStatus(admin=self.is_admin(name)))
+            self._notice_to(client, text)
 
     def _reset_password(self, actor, target, minutes, text) -> tuple[str, dict]:
         """For someone who forgot theirs: a temporary password the actor hands over, which they
@@ -229,7 +238,7 @@ class Moderation:
                                   "an administrator's password can only be reset at the server "
                                   "console")
         password = temporary_password()
-        self.server.accounts.set_password(name, password)
+        self.server.accounts.set_password(name, password, temporary=True)
         self.server.accounts.by_name.success(name.lower())  # lift a lock-out from guessing
         client = self.server.get_client(name)
         if client is not None:

@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_conv ON messages(conv, id);
 CREATE TABLE IF NOT EXISTS admins (name_key TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS temporary_passwords (name_key TEXT PRIMARY KEY);  -- set by a reset
 CREATE TABLE IF NOT EXISTS bans (       -- kind "user" (value: name key) or "address" (an IP)
     kind TEXT NOT NULL,
     value TEXT NOT NULL,
@@ -127,6 +128,8 @@ class Store:
         # message looks one up. Loaded here; changed by the writer thread after commits.
         self._users = {row[0].lower(): UserRecord(*row) for row in db.execute(
             "SELECT name, display, pw_hash, pw_salt, pw_params, resume_hash FROM users")}
+        # Accounts whose password an administrator reset: their owner should choose a new one.
+        self._temporary = {key for (key,) in db.execute("SELECT name_key FROM temporary_passwords")}
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
         self._writer.start()
@@ -260,15 +263,26 @@ class Store:
 
         self._write(fn)
 
-    def set_password(self, name: str, pw_hash: bytes, salt: bytes, params: str) -> None:
-        """A new password also voids the reconnect token: whoever held it must log in again."""
+    def set_password(self, name: str, pw_hash: bytes, salt: bytes, params: str,
+                     temporary: bool = False) -> None:
+        """A new password also voids the reconnect token: whoever held it must log in again.
+        temporary: an administrator's reset, which its owner should replace."""
+        key = name.lower()
+
         def fn(db: sqlite3.Connection) -> None:
             db.execute("UPDATE users SET pw_hash = ?, pw_salt = ?, pw_params = ?, resume_hash = NULL"
-                       " WHERE name_key = ?", (pw_hash, salt, params, name.lower()))
+                       " WHERE name_key = ?", (pw_hash, salt, params, key))
+            db.execute("INSERT OR IGNORE INTO temporary_passwords(name_key) VALUES (?)" if temporary
+                       else "DELETE FROM temporary_passwords WHERE name_key = ?", (key,))
             self._on_commit.append(lambda: self._update_user(
                 name, pw_hash=pw_hash, pw_salt=salt, pw_params=params, resume_hash=None))
+            self._on_commit.append(lambda: (self._temporary.add if temporary
+                                            else self._temporary.discard)(key))
 
         self._write(fn)
+
+    def has_temporary_password(self, name: str) -> bool:
+        return name.lower() in self._temporary
 
     def all_users(self) -> list[tuple[str, str]]:
         return self._read("SELECT name, display FROM users ORDER BY name_key")

@@ -308,6 +308,15 @@ class Ping(Message):
 
 
 @dataclass(frozen=True)
+class AccountStatus(Message):
+    """Your own account changed while you were logged in (an administrator made you one, or
+    took it back), so a client can show or hide what depends on it without a new login."""
+
+    TYPE: ClassVar[str] = "account"
+    admin: bool
+
+
+@dataclass(frozen=True)
 class Bye(Message):
     """Sent just before the server closes the connection."""
 
@@ -328,7 +337,8 @@ CLIENT_MESSAGES: dict[str, type[Message]] = {
 SERVER_MESSAGES: dict[str, type[Message]] = {
     cls.TYPE: cls
     for cls in (
-        Ok, Error, ChatMessage, Presence, Renamed, RoomEvent, FileAdded, FileRemoved, Ping, Bye,
+        Ok, Error, ChatMessage, Presence, Renamed, RoomEvent, FileAdded, FileRemoved, Ping,
+        AccountStatus, Bye,
     )
 }
 

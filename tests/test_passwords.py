@@ -81,6 +81,7 @@ def test_change_password_voids_the_old_resume_token_and_gives_a_new_one(srv, con
     ("wrong-one", "new-secret", "wrong_password"),
     ("secret-pw", "short", "invalid_password"),
     ("secret-pw", "x" * 1025, "invalid_password"),
+    ("secret-pw", "secret-pw", "invalid_password"),
 ])
 def test_change_password_refusals_leave_the_password_alone(srv, connect, old, new, code):
     a = connect("alice")
@@ -133,9 +134,11 @@ def test_admin_resets_a_forgotten_password(srv, connect):
     assert bye.code == "password_reset" and "teacher" in bye.reason
     assert login_code(srv, "bob", "secret-pw") == "wrong_password"
     with WireClient(srv.host, srv.port) as b:  # log in with it, then choose one's own
-        b.login("bob", temp)
+        assert b.login("bob", temp)["must_change_password"] is True
         b.call(m.ChangePassword, old_password=temp, new_password="bobs-own-pw")
     assert login_code(srv, "bob", "bobs-own-pw") == "ok"
+    with WireClient(srv.host, srv.port) as b:
+        assert b.login("bob", "bobs-own-pw")["must_change_password"] is False
     entry = srv.server.moderation.audit.entries()[-1]
     assert (entry["actor"], entry["action"], entry["target"]) == ("teacher", "reset_password",
                                                                   "BOB")
@@ -198,12 +201,17 @@ def test_terminal_client_changes_and_resets_passwords(srv):
         assert "usage: passwd <old> <new>" in s.expect(r"^error:")
         s.send("passwd pw-stu-1 pw-stu-2")
         s.expect(r"^password changed$")
-        assert login_code(srv, "stu", "pw-stu-2") == "ok"
         t.send("resetpw stu")
         t.expect(r"reset the password of stu")
         temp = re.search(r"temporary password for stu: (\S+)",
                          t.expect(r"temporary password for stu")).group(1)
-        assert login_code(srv, "stu", temp) == "ok"
+        s.expect(r"disconnected: your password was reset by teacher \(password_reset\)$")
+        s.send(f"c 127.0.0.1 {srv.port}")
+        s.send("login stu pw-stu-2")  # what the student had chosen is gone
+        assert "wrong password" in s.expect(r"^error:")
+        s.send(f"login stu {temp}")
+        s.expect(r"logged in as stu")
+        s.expect(r"an administrator gave you this password: choose your own with passwd")
     finally:
         t.kill()
         s.kill()
@@ -219,3 +227,37 @@ def test_an_acknowledged_password_change_survives_kill_9(tmp_path):
         proc.wait(10)
     with server_process(tmp_path, port), WireClient("127.0.0.1", port) as a:
         a.login("durable", "changed-pw")
+
+
+def test_the_reset_flag_survives_a_restart_until_the_owner_changes_it(tmp_path):
+    port = free_port()
+    with running_server(tmp_path, files=False, port=port,
+                        policy=Policy(admins=["teacher"])) as srv, \
+            WireClient(srv.host, srv.port) as t:
+        assert t.register("teacher")["must_change_password"] is False
+        with WireClient(srv.host, srv.port) as b:
+            b.register("bob")
+        temp = t.call(m.Moderate, action="reset_password", target="bob")["temporary_password"]
+    with running_server(tmp_path, files=False, port=port) as srv, \
+            WireClient(srv.host, srv.port) as b:
+        assert b.login("bob", temp)["must_change_password"] is True
+        b.call(m.ChangePassword, old_password=temp, new_password="bobs-own-pw")
+    with running_server(tmp_path, files=False, port=port) as srv, \
+            WireClient(srv.host, srv.port) as b:
+        assert b.login("bob", "bobs-own-pw")["must_change_password"] is False
+
+
+def test_op_and_deop_reach_the_connected_user_at_once(srv, connect):
+    teacher = connect("teacher")
+    alice = connect("alice")
+    teacher.call(m.Moderate, action="op", target="alice")
+    assert alice.wait_for(lambda e: isinstance(e, m.AccountStatus)).admin is True
+    notice = alice.wait_for(lambda e: isinstance(e, m.ChatMessage) and e.sender == "SERVER")
+    assert notice.text == "teacher made you an administrator."
+    alice.call(m.Moderate, action="announce", text="now I can")
+    alice.inbox.clear()
+    teacher.call(m.Moderate, action="deop", target="alice")
+    assert alice.wait_for(lambda e: isinstance(e, m.AccountStatus)).admin is False
+    with pytest.raises(ReplyError) as err:
+        alice.call(m.Moderate, action="announce", text="not any more")
+    assert err.value.code == "not_admin"

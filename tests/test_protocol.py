@@ -131,6 +131,7 @@ SERVER_SAMPLES: list[m.Message] = [
                  "uploader": None}),
     m.FileRemoved("a.txt"),
     m.Ping(12345),
+    m.AccountStatus(True),
     m.Bye("shutdown", "the server is shutting down"),
 ]
 AUTH_ONLY = sorted(set(m.CLIENT_MESSAGES) - PRE_AUTH_REQUESTS)
