@@ -13,6 +13,7 @@ from tkinter import filedialog, messagebox, simpledialog
 
 from parley_client.chat_state import HISTORY_PAGE, PUBLIC, ConvKey, Entry, room_key
 from parley_client.moderation import purge_target
+from parley_client.password_change import refusal_sentence
 
 log = logging.getLogger(__name__)
 
@@ -150,16 +151,31 @@ class Actions:
             self._request(self.session.rename(display.strip()), lambda r: None,
                           "Changing your display name")
 
+    def change_password(self, old: str, new: str, on_done) -> None:
+        """Send change_password; on_done(None) once it is changed, or on_done(sentence) saying
+        why not. The session keeps the new reconnect token by itself."""
+        def ok(_result):
+            self.win.report("Your password was changed.")
+            on_done(None)
+
+        def failed(exc):
+            on_done(refusal_sentence(getattr(exc, "code", None), describe(exc)))
+        self._request(self.session.change_password(old, new), ok, "Changing your password",
+                      failed)
+
     # ------------------------------------------------------------------ moderation (admins)
 
     def moderate(self, action: str, target: str = "", minutes: int | None = None,
-                 text: str = "", on_done=None) -> None:
-        """Send a moderate request; on_done(done_sentence, error_sentence) if given."""
+                 text: str = "", on_done=None, on_result=None) -> None:
+        """Send a moderate request; on_done(done_sentence, error_sentence) if given, and on
+        success on_result(result) with the whole answer (a reset's temporary_password)."""
         def ok(result):
             done = result.get("done", "done")
-            self.win.report(done)
+            self.win.report(done)  # never a temporary password: the status bar stays on screen
             if on_done is not None:
                 on_done(done, None)
+            if on_result is not None:
+                on_result(result)
 
         def failed(exc):
             self.win.report(f"Moderation failed: {describe(exc)}")

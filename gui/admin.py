@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import tkinter as tk
 
+from parley_client.moderation import BY_ACTION
+
 from .moderation_dialog import ModerationDialog
+
+
+def action_label(action: str) -> str:
+    spec = BY_ACTION.get(action)
+    return spec.label if spec else action
 
 
 class AdminControls:
@@ -31,7 +38,10 @@ class AdminControls:
         self.menu = menu
 
         self.person_menu = tk.Menu(win, tearoff=False)
-        for label in ("Kick", "Mute", "Ban"):
+        for label in ("Kick", "Mute", "Ban", None, "Reset password"):
+            if label is None:
+                self.person_menu.add_separator()
+                continue
             self.person_menu.add_command(
                 label=f"{label}…", command=lambda a=label: self.open_dialog(a, self._person))
         win.sidebar.people.bind("<Button-3>", self._post_person_menu)
@@ -62,7 +72,17 @@ class AdminControls:
         def done(ok: str | None, error: str | None) -> None:
             if dialog is not None and dialog.winfo_exists():
                 dialog.show_result(ok or error or "", error=ok is None)
-        self.actions.moderate(action, target, minutes, text, on_done=done)
+
+        def answered(result: dict) -> None:
+            password = result.get("temporary_password")
+            if not isinstance(password, str):
+                return
+            # Closed meanwhile: open it again, or the new password would be known to nobody.
+            shown = dialog if dialog is not None and dialog.winfo_exists() else \
+                self.open_dialog(action_label(action), target)
+            shown.show_result(result.get("done", ""))
+            shown.show_temporary_password(target, password)
+        self.actions.moderate(action, target, minutes, text, on_done=done, on_result=answered)
 
     def close(self) -> None:
         if self.dialog is not None and self.dialog.winfo_exists():

@@ -18,6 +18,8 @@ from .banner import Banner
 from .conversation_view import ConversationView
 from .files_view import FilesView
 from .message_box import MessageBox
+from .password_dialog import APP_MENU, PasswordDialog
+from .password_dialog import MENU_LABEL as PASSWORD_MENU_LABEL
 from .rooms_dialog import RoomsDialog
 from .sidebar import Sidebar
 from .tkutil import release_variables
@@ -36,6 +38,7 @@ class MainWindow(ttk.Frame):
         self.on_logout, self.on_quit, self.on_theme = on_logout, on_quit, on_theme
         self.actions = Actions(self)
         self.rooms_dialog: RoomsDialog | None = None
+        self.password_dialog: PasswordDialog | None = None
         self.attention_count = 0
         self._dirty: set[str] = set()
         self._flush_id: str | None = None
@@ -106,10 +109,12 @@ class MainWindow(ttk.Frame):
                             command=lambda: self.on_theme("dark" if self.dark_var.get()
                                                           else "light"))
         app.add_command(label="Change display name…", command=self.actions.rename)
+        app.add_command(label=PASSWORD_MENU_LABEL, command=self.open_password_dialog)
         app.add_separator()
         app.add_command(label="Log out", command=self.on_logout)
         app.add_command(label="Quit", accelerator="Ctrl+Q", command=self.on_quit)
-        menu.add_cascade(label="Parley", menu=app)
+        menu.add_cascade(label=APP_MENU, menu=app)
+        self.app_menu = app
         conv = tk.Menu(menu, tearoff=False)
         conv.add_command(label="Find or switch…", accelerator="Ctrl+K",
                          command=self.sidebar.focus_search)
@@ -181,6 +186,36 @@ class MainWindow(ttk.Frame):
                              on_refresh=lambda: self.actions.list_rooms(dialog.set_rooms))
         self.rooms_dialog = dialog
         self.actions.list_rooms(lambda rooms: dialog.winfo_exists() and dialog.set_rooms(rooms))
+
+    def open_password_dialog(self, temporary: bool = False) -> PasswordDialog:
+        """Parley → Change password…; temporary=True when the login said must_change_password
+        (the dialog then says why it asks)."""
+        if self.password_dialog is not None and self.password_dialog.winfo_exists():
+            self.password_dialog.lift()
+            return self.password_dialog
+        dialog = None
+
+        def submit(current: str, new: str) -> None:
+            self.actions.change_password(current, new, answered)
+
+        def answered(error: str | None) -> None:
+            if dialog is None or not dialog.winfo_exists():  # cancelled meanwhile
+                if error is not None:
+                    self.report(error)
+                return
+            if error is None:
+                self.close_password_dialog()
+            else:
+                dialog.show_error(error)
+        dialog = PasswordDialog(self.root, self.fonts, self.palette, on_submit=submit,
+                                temporary=temporary)
+        self.password_dialog = dialog
+        return dialog
+
+    def close_password_dialog(self) -> None:
+        if self.password_dialog is not None and self.password_dialog.winfo_exists():
+            self.password_dialog.destroy()
+        self.password_dialog = None
 
     def open_moderation(self) -> None:
         if self.admin is not None:
@@ -303,6 +338,7 @@ class MainWindow(ttk.Frame):
             self.after_cancel(self._flush_id)
             self._flush_id = None
         self.close_rooms_dialog()
+        self.close_password_dialog()
         if self.admin is not None:
             self.admin.close()
         try:

@@ -1,4 +1,6 @@
-"""An administrator's dialog: kick, mute, ban (a user or an address), and their undoing.
+"""An administrator's dialog: kick, mute, ban (a user or an address), and their undoing;
+making and unmaking administrators; resetting a forgotten password, whose temporary
+replacement shows here (and nowhere else) for the administrator to hand over.
 
 Not modal: it stays open so that one can act on several people in a row, and each answer
 (what the server did, or why it refused) shows in the dialog itself. Tests drive it with
@@ -9,11 +11,20 @@ from __future__ import annotations
 
 import tkinter as tk
 from collections.abc import Callable
+from tkinter import font as tkfont
 from tkinter import ttk
 
 from parley_client.moderation import ACTIONS, BY_LABEL, ModerationInputError, build_request
 
+from .password_dialog import CHANGE_PASSWORD_MENU_PATH
 from .tkutil import release_variables
+
+
+def code_font(widget, fonts) -> tuple[str, int]:
+    """A fixed-width font as large as the body text, for a password read out or typed over.
+    A description, not a Font object: nothing to free from the wrong thread later."""
+    family = tkfont.nametofont("TkFixedFont", root=widget).actual("family")
+    return family, int(fonts.body.actual("size"))
 
 
 class ModerationDialog(tk.Toplevel):
@@ -60,8 +71,11 @@ class ModerationDialog(tk.Toplevel):
                         else "w", pady=3)
         self.message = ttk.Label(body, text="", wraplength=340)
         self.message.grid(row=7, column=0, columnspan=2, sticky="w", pady=(8, 0))
+        self._build_reveal(body, fonts, palette).grid(row=8, column=0, columnspan=2,
+                                                      sticky="ew", pady=(8, 0))
+        self.reveal.grid_remove()
         buttons = ttk.Frame(body)
-        buttons.grid(row=8, column=0, columnspan=2, sticky="e", pady=(12, 0))
+        buttons.grid(row=9, column=0, columnspan=2, sticky="e", pady=(12, 0))
         self.apply_button = ttk.Button(buttons, text="Apply", style="Accent.TButton",
                                        command=self.submit)
         self.apply_button.pack(side="left")
@@ -72,6 +86,39 @@ class ModerationDialog(tk.Toplevel):
         self.bind("<Escape>", lambda e: self.destroy())
         self._fit_fields()
         (self.target_entry if not target else self.action_box).focus_set()
+
+    def _build_reveal(self, body, fonts, palette) -> ttk.Frame:
+        """Where a reset's temporary password shows: selectable, copyable, never editable."""
+        self.reveal = ttk.Frame(body)
+        self.reveal.columnconfigure(0, weight=1)
+        self.password_var = tk.StringVar()
+        self.password_entry = ttk.Entry(self.reveal, textvariable=self.password_var,
+                                        state="readonly", font=code_font(self, fonts), width=22)
+        self.password_entry.grid(row=0, column=0, sticky="ew")
+        self.copy_button = ttk.Button(self.reveal, text="Copy", width=8,
+                                      command=self.copy_password)
+        self.copy_button.grid(row=0, column=1, padx=(8, 0))
+        self.handover = ttk.Label(self.reveal, text="", wraplength=340,
+                                  foreground=palette.muted)
+        self.handover.grid(row=1, column=0, columnspan=2, sticky="w", pady=(6, 0))
+        return self.reveal
+
+    def show_temporary_password(self, user: str, password: str) -> None:
+        self.password_var.set(password)
+        self.handover.configure(text=f"Give this to {user}. They log in with it, then choose "
+                                f"their own under {CHANGE_PASSWORD_MENU_PATH}")
+        self.copy_button.configure(text="Copy")
+        self.reveal.grid()
+        self.copy_button.focus_set()
+
+    def hide_temporary_password(self) -> None:
+        self.password_var.set("")
+        self.reveal.grid_remove()
+
+    def copy_password(self) -> None:
+        self.clipboard_clear()
+        self.clipboard_append(self.password_var.get())
+        self.copy_button.configure(text="Copied")
 
     def set_action(self, label: str, target: str | None = None) -> None:
         self.action_var.set(label)
@@ -93,6 +140,7 @@ class ModerationDialog(tk.Toplevel):
         except ModerationInputError as exc:
             self.show_result(str(exc), error=True)
             return
+        self.hide_temporary_password()
         self.show_result("Sending…")
         self.on_submit(*request)
 

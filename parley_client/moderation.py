@@ -28,8 +28,12 @@ ACTIONS = (
     ModerationAction("Unban", "unban", "User or address", False, False),
     ModerationAction("Make administrator", "op", "User", False, False),
     ModerationAction("Remove administrator", "deop", "User", False, False),
+    # The answer carries a temporary password for the admin to hand over (not an admin's:
+    # the server refuses those except at its console).
+    ModerationAction("Reset password", "reset_password", "User", False, False),
 )
 BY_LABEL = {a.label: a for a in ACTIONS}
+BY_ACTION = {a.action: a for a in ACTIONS}
 
 _DURATION = re.compile(r"^\s*(\d{1,7})\s*(m|min|minutes?|h|hours?|d|days?)?\s*$", re.I)
 _UNIT_MINUTES = {"m": 1, "h": 60, "d": 1440}

@@ -48,7 +48,7 @@ def test_every_action_is_one_the_protocol_knows():
     # The server's actions (docs/protocol.md, 6.6), less announce/remove_file/purge, which
     # have their own menu entries.
     assert {a.action for a in ACTIONS} == {"kick", "ban", "unban", "mute", "unmute", "op",
-                                          "deop"}
+                                          "deop", "reset_password"}
     for a in ACTIONS:
         Moderate(1, a.action, "bob", 5 if a.minutes else None, "")  # a valid message
 
@@ -57,3 +57,12 @@ def test_purge_targets_name_the_conversation():
     assert purge_target(PUBLIC, "alice", "") == "public"
     assert purge_target(room_key("Lab"), "alice", "Lab") == "room:Lab"
     assert purge_target(direct_key("bob"), "alice", "Bob") == "direct:alice:Bob"
+
+
+def test_a_password_reset_names_one_user_and_takes_nothing_else():
+    assert build_request("Reset password", " bob ", "10", "forgot it") == (
+        "reset_password", "bob", None, "")
+    with pytest.raises(ModerationInputError, match="User"):
+        build_request("Reset password", "")
+    with pytest.raises(ModerationInputError):
+        build_request("Reset password", "10.0.0.5 bob")

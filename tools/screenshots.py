@@ -6,9 +6,13 @@
 (Starts its own Xvfb when $DISPLAY is unset.) Starts a real server in this process with a
 temporary data folder, logs in a GUI client (alice) and two plain sessions (bob, carol),
 lets them talk, and writes per theme:
-    <theme>-login.png   the login window (with a remembered server)
-    <theme>-main.png    the main window mid-conversation (grouped messages, notices, badges)
-    <theme>-files.png   the files tab mid-download (a large file so the bar is part-way)
+    <theme>-login.png     the login window (with a remembered server)
+    <theme>-main.png      the main window mid-conversation (grouped messages, notices, badges)
+    <theme>-history.png   a room with a long past, scrolled up to "Load earlier messages"
+    <theme>-moderate.png  the moderation dialog after a mute
+    <theme>-password.png  the change-password dialog with a mistake it caught
+    <theme>-reset.png     the moderation dialog after a password reset (temporary password)
+    <theme>-files.png     the files tab mid-download (a large file so the bar is part-way)
 """
 
 from __future__ import annotations
@@ -130,6 +134,46 @@ def shoot_moderation(app, path: Path) -> Path:
     return shot
 
 
+def shoot_password(app, path: Path) -> Path:
+    """Parley → Change password…, filled in, with a mistake it caught before sending."""
+    from xvfb import screenshot
+
+    root = app.root
+    dialog = app.main.open_password_dialog()
+    dialog.geometry("+560+230")
+    dialog.current_var.set("correct horse")
+    dialog.new_var.set("battery staple")
+    dialog.repeat_var.set("battery stapel")
+    dialog.ok_button.invoke()
+    pump(root, lambda: dialog.message.cget("text"))
+    settle(root, 0.3)
+    shot = screenshot(path, widget=root)
+    app.main.close_password_dialog()
+    return shot
+
+
+def shoot_reset(app, srv, path: Path) -> Path:
+    """An administrator reset dave's forgotten password: the temporary one, ready to copy.
+    (dave is offline, so the reset knocks nobody in the other pictures off.)"""
+    from xvfb import screenshot
+
+    from parley_client.session import ClientSession
+
+    dave = ClientSession(lambda ev: None)
+    dave.connect(srv.host, srv.port)
+    dave.register("dave", "secret-pw").result(WAIT)
+    dave.close()
+    root = app.root
+    dialog = app.main.admin.open_dialog("Reset password", "dave")
+    dialog.geometry("+600+200")
+    dialog.apply_button.invoke()
+    pump(root, lambda: dialog.password_var.get())
+    settle(root, 0.3)
+    shot = screenshot(path, widget=root)
+    app.main.admin.close()
+    return shot
+
+
 def shoot(theme: str, out: Path, tmp_path: Path) -> list[Path]:
     import tkinter as tk
 
@@ -179,6 +223,8 @@ def shoot(theme: str, out: Path, tmp_path: Path) -> list[Path]:
 
         shots.append(shoot_earlier(app, *peers, out / f"{theme}-history.png"))
         shots.append(shoot_moderation(app, out / f"{theme}-moderate.png"))
+        shots.append(shoot_password(app, out / f"{theme}-password.png"))
+        shots.append(shoot_reset(app, srv, out / f"{theme}-reset.png"))
 
         app.main.show_files()
         app.main.files_view.tree.selection_set("ubuntu-24.04-desktop-amd64.iso")
