@@ -89,6 +89,15 @@ class AdminControls:
             self.dialog.destroy()
         self.dialog = None
 
+    def remove(self) -> None:
+        """No longer an administrator: take away everything this added."""
+        self.close()
+        self.win.menu.delete("Admin")
+        self.win.sidebar.people.unbind("<Button-3>")
+        self.win.files_view.tree.unbind("<Button-3>")
+        for menu in (self.menu, self.person_menu, self.file_menu):
+            menu.destroy()
+
     # ------------------------------------------------------------------ context menus
 
     def _post_person_menu(self, event) -> str | None:

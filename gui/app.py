@@ -272,6 +272,8 @@ class App:
         self.settings.last_user = result["user"]
         self.settings.save()
         self.show_main()
+        if result.get("must_change_password") and self.main is not None:
+            self.main.open_password_dialog(temporary=True)
 
     # ------------------------------------------------------------------ events
 

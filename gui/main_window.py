@@ -89,11 +89,9 @@ class MainWindow(ttk.Frame):
         self.status = ttk.Label(self, text="", foreground=palette.muted, padding=(10, 2))
         self.status.grid(row=2, column=0, sticky="ew")
         self._build_menu()
-        self.admin = AdminControls(self) if state.is_admin else None
+        self.admin: AdminControls | None = None
         self._bind_keys()
-        if not state.uploads_allowed():  # the server's policy: show nothing that would fail
-            self.files_view.upload_button.grid_remove()
-            self.files_menu.entryconfigure("Upload…", state="disabled")
+        self.show_admin_state()
         root.bind("<FocusIn>", self._focus_in, add="+")
         root.bind("<FocusOut>", self._focus_out, add="+")
         self.show_conversation(state.active or PUBLIC)
@@ -279,8 +277,27 @@ class MainWindow(ttk.Frame):
             if online and not self._was_online:
                 self.actions.after_reconnect()
             self._was_online = online
+        if "admin" in dirty:
+            self.show_admin_state()
+            self.show_conversation_state()
         if "error" in dirty:
             self.report(self.state.last_reason)
+
+    def show_admin_state(self) -> None:
+        """Admin controls, and what the policy allows only administrators, follow is_admin
+        (set at login, changed by op/deop while logged in)."""
+        if self.state.is_admin and self.admin is None:
+            self.admin = AdminControls(self)
+        elif not self.state.is_admin and self.admin is not None:
+            self.admin.remove()
+            self.admin = None
+        # The server's policy: show nothing that would fail.
+        if self.state.uploads_allowed():
+            self.files_view.upload_button.grid()
+        else:
+            self.files_view.upload_button.grid_remove()
+        self.files_menu.entryconfigure(
+            "Upload…", state="normal" if self.state.uploads_allowed() else "disabled")
 
     def show_conversation_state(self) -> None:
         key = self.conversation.key

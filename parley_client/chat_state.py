@@ -523,6 +523,13 @@ class ChatState:
         who = "You are" if self.is_me(ev.user) else f"{ev.old_display} is"
         return changes + self.notice(PUBLIC, f"{who} now known as {ev.display}")
 
+    def _ev_AccountStatus(self, ev) -> list[Change]:
+        """op/deop while logged in (the SERVER note that follows says it in words)."""
+        if ev.admin == self.is_admin:
+            return []
+        self.is_admin = ev.admin
+        return [Change("admin")]
+
     def _ev_RoomEvent(self, ev) -> list[Change]:
         return self.on_room_event(ev)
 

@@ -39,6 +39,11 @@ def _until(minutes: int | None) -> float | None:
     return None if not minutes else time.time() + 60 * minutes
 
 
+def _who(actor: str) -> str:
+    """The actor as the person concerned reads it: "console" means nothing to them."""
+    return "the server's administrator" if actor == "console" else actor
+
+
 def _for(minutes: int | None) -> str:
     return "until lifted" if not minutes else f"for {minutes} min"
 
@@ -111,7 +116,7 @@ class Moderation:
         client = self.server.get_client(target)
         if client is None:
             raise ModerationError("no_such_user", f"{target!r} is not connected")
-        client.disconnect("kicked", text or f"you were disconnected by {actor}")
+        client.disconnect("kicked", text or f"you were disconnected by {_who(actor)}")
         return f"kicked {client.user}"
 
     def _ban(self, actor, target, minutes, text) -> str:
@@ -151,7 +156,7 @@ class Moderation:
         self.store.set_mute(name, _until(minutes), actor)
         client = self.server.get_client(name)
         if client is not None:
-            self._notice_to(client, f"You were muted {_for(minutes)} by {actor}.")
+            self._notice_to(client, f"You were muted {_for(minutes)} by {_who(actor)}.")
         return f"muted {name} {_for(minutes)}"
 
     def _unmute(self, actor, target, minutes, text) -> str:
@@ -210,7 +215,7 @@ class Moderation:
         self.store.set_admin(name, True)
         with self._lock:
             self._admins = self._admins | {name.lower()}
-        self._tell_status(name, f"{actor} made you an administrator.")
+        self._tell_status(name, f"You were made an administrator by {_who(actor)}.")
         return f"{name} is now an administrator"
 
     def _deop(self, actor, target, minutes, text) -> str:
@@ -218,7 +223,7 @@ class Moderation:
         self.store.set_admin(name, False)
         with self._lock:
             self._admins = self._admins - {name.lower()}
-        self._tell_status(name, f"{actor} took back your administrator rights.")
+        self._tell_status(name, f"Your administrator rights were taken back by {_who(actor)}.")
         return f"{name} is no longer an administrator"
 
     def _tell_status(self, name: str, text: str) -> None:
@@ -242,7 +247,7 @@ class Moderation:
         self.server.accounts.by_name.success(name.lower())  # lift a lock-out from guessing
         client = self.server.get_client(name)
         if client is not None:
-            client.disconnect("password_reset", f"your password was reset by {actor}")
+            client.disconnect("password_reset", f"your password was reset by {_who(actor)}")
         return f"reset the password of {name}", {"temporary_password": password}
 
     def _notice_to(self, client, text: str) -> None:

@@ -139,3 +139,31 @@ def test_announce_purge_and_remove_a_file(tk_root, tmp_path, server, bob):
         assert (server.files_dir / "syllabus.txt").exists()
     finally:
         close_app(app)
+
+
+def test_made_an_administrator_while_logged_in_the_controls_come_and_go(tk_root, tmp_path,
+                                                                         server, bob):
+    """op/deop reach the open window at once: no new login needed."""
+    def told(text: str) -> bool:
+        conv = app.state.conversations.get(direct_key("SERVER"))
+        return conv is not None and any(text in e.text for e in conv.entries)
+
+    app = open_app(tk_root, tmp_path, server, "student")
+    try:
+        assert app.main.admin is None
+        server.server.moderation.perform("console", "op", "student")
+        pump_until(app.root, lambda: app.main.admin is not None, WAIT)
+        assert "Admin" in menu_labels(app.main.menu)
+        assert app.main.sidebar.people.bind("<Button-3>")
+        pump_until(app.root, lambda: told("You were made an administrator by the server's "
+                                          "administrator."), WAIT)
+        server.server.moderation.perform("console", "deop", "student")
+        pump_until(app.root, lambda: app.main.admin is None, WAIT)
+        assert "Admin" not in menu_labels(app.main.menu)
+        assert not app.main.sidebar.people.bind("<Button-3>")
+        assert not app.main.files_view.tree.bind("<Button-3>")
+        app.main.open_moderation()  # Ctrl+M does nothing again
+        assert app.main.admin is None
+        pump_until(app.root, lambda: told("Your administrator rights were taken back"), WAIT)
+    finally:
+        close_app(app)

@@ -298,8 +298,9 @@ def test_a_temporary_password_is_replaced_with_ones_own(tk_root, tmp_path, serve
     app = make_app(tk_root, tmp_path)
     try:
         log_in(app, server.host, server.port, "bob", temporary, register=False)
-        # What the window does when the login says must_change_password.
-        dialog = app.main.open_password_dialog(temporary=True)
+        # The login said must_change_password: the window asks at once.
+        dialog = app.main.password_dialog
+        assert dialog is not None and dialog.winfo_exists()
         assert "temporary password" in dialog.hint.cget("text")
         fill(dialog, temporary, "bobs-own-pw", "bobs-own-pw")
         dialog.ok_button.invoke()

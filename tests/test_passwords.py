@@ -253,7 +253,7 @@ def test_op_and_deop_reach_the_connected_user_at_once(srv, connect):
     teacher.call(m.Moderate, action="op", target="alice")
     assert alice.wait_for(lambda e: isinstance(e, m.AccountStatus)).admin is True
     notice = alice.wait_for(lambda e: isinstance(e, m.ChatMessage) and e.sender == "SERVER")
-    assert notice.text == "teacher made you an administrator."
+    assert notice.text == "You were made an administrator by teacher."
     alice.call(m.Moderate, action="announce", text="now I can")
     alice.inbox.clear()
     teacher.call(m.Moderate, action="deop", target="alice")
