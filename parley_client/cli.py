@@ -57,7 +57,9 @@ commands:
   cr <room>                  close a room you created
   rename <name>              change your display name
   passwd <old> <new>         change your password
-  history                    recent messages of the open session/room (else public)
+  history                    recent messages of the open session/room (else public), numbered
+  delete [number]            delete your last message, or the one with that history number
+                             (administrators: anyone's)
   files                      list shared files
   get <name> [dest-dir]      download a shared file
   put <path>                 share a file (upload)
@@ -127,6 +129,10 @@ def format_event(event: object, me: str | None) -> str | None:
         return f"* shared file {event.name} was removed"
     if isinstance(event, m.Error):
         return f"error: {event.message}"
+    if isinstance(event, m.MessageDeleted):
+        if event.by.lower() == event.sender.lower():
+            return f"* {event.sender} deleted a message (#{event.msg_id})"
+        return f"* {event.by} removed a message of {event.sender} (#{event.msg_id})"
     if isinstance(event, m.AccountStatus):
         return None  # the SERVER message that comes with it says it in words
     if isinstance(event, m.Bye):
@@ -163,6 +169,7 @@ class TerminalClient:
                                      auto_reconnect=True, tls=tls, trust=self.trust,
                                      on_new_fingerprint=self._new_fingerprint)
         self.target: tuple[str, str] = ("public", "")  # (kind, target) that `s` sends to
+        self.last_sent: int | None = None  # msg_id of the last message sent (for `delete`)
         # Set once the LoggedIn line is out: printed from the event thread so that it comes
         # before the offline messages the server delivers right after the login reply.
         self._logged_in_printed = threading.Event()
@@ -173,7 +180,7 @@ class TerminalClient:
             "lru": self.cmd_room_members, "bm": self.cmd_public, "dm": self.cmd_direct,
             "o": self.cmd_open, "or": self.cmd_open_room, "s": self.cmd_send,
             "cs": self.cmd_close_session, "cr": self.cmd_close_room, "rename": self.cmd_rename,
-            "passwd": self.cmd_passwd,
+            "passwd": self.cmd_passwd, "delete": self.cmd_delete,
             "history": self.cmd_history, "l": self.cmd_status, "d": self.cmd_disconnect,
             "help": self.cmd_help, "files": self.cmd_files, "get": self.cmd_get,
             "put": self.cmd_put,
@@ -415,6 +422,8 @@ class TerminalClient:
             return
         self.need_login()
         result = self.wait(self.session.send(kind, target, text), "send")
+        if isinstance(result.get("msg_id"), int):
+            self.last_sent = result["msg_id"]
         if result.get("stored"):
             self.say(f"* {target} is offline; the message will be delivered at their next login")
 
@@ -514,7 +523,24 @@ class TerminalClient:
         messages = self.wait(self.session.history(kind, target), "history").get("messages", [])
         self.say(f"history of {self.describe_target()}: {len(messages)} message(s)")
         for msg in messages:
-            self.say("  " + format_message(msg, self.session.user, with_time=True))
+            self.say(f"  #{msg.get('msg_id')} "
+                     + format_message(msg, self.session.user, with_time=True))
+
+    def cmd_delete(self, args: list[str], _rest: str) -> None:
+        self.need_login()
+        if args:
+            if not args[0].lstrip("#").isdigit():
+                raise SessionError("usage", "usage: delete [number from history]")
+            msg_id = int(args[0].lstrip("#"))
+        elif self.last_sent is None:
+            raise SessionError("usage", "you have sent nothing from here to delete; "
+                               "give a number from history")
+        else:
+            msg_id = self.last_sent
+        self.wait(self.session.delete_message(msg_id), "delete")
+        if msg_id == self.last_sent:
+            self.last_sent = None
+        self.say(f"deleted message #{msg_id}")
 
     # ------------------------------------------------------------------ files
 

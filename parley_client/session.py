@@ -342,6 +342,11 @@ class ClientSession:
     def rename(self, display: str) -> Future:
         return self.request(m.Rename, display=display)
 
+    def delete_message(self, msg_id: int) -> Future:
+        """One's own message, or anyone's for an administrator; everyone who could see it gets
+        a MessageDeleted event (this session too)."""
+        return self.request(m.DeleteMessage, msg_id=msg_id)
+
     def change_password(self, old: str, new: str) -> Future:
         """Result: resume_token (the session keeps it for reconnecting; the old one is void)."""
         return self.request(m.ChangePassword, old_password=old, new_password=new)

@@ -272,6 +272,47 @@ def send(h: ClientHandler, req: m.Send) -> dict:
     raise CommandError("bad_message", f"unknown message kind {req.kind!r}")
 
 
+@command(m.DeleteMessage)
+def delete_message(h: ClientHandler, req: m.DeleteMessage) -> dict:
+    server = h.server
+    stored = server.store.get_message(req.msg_id)
+    mine = stored is not None and stored.sender.lower() == h.user.lower()
+    admin = server.moderation.is_admin(h.user)
+    if stored is None or not (mine or admin or _can_see(h, stored)):
+        # The same answer whether it never existed or is someone else's private message.
+        raise CommandError("not_found", f"there is no message {req.msg_id}")
+    if not (mine or admin):
+        raise CommandError("not_allowed", "you can delete only your own messages")
+    if not server.store.delete_message(stored.msg_id):
+        raise CommandError("not_found", f"message {req.msg_id} was already deleted")
+    if not mine:  # an administrator's act: audited like the others (without the text)
+        conv = conversation_key(stored.kind, stored.sender, stored.target)
+        server.moderation.audit.record(h.user, "delete_message", str(stored.msg_id),
+                                       result=f"deleted a message of {stored.sender} in {conv}")
+    event = m.MessageDeleted(stored.msg_id, stored.sender, stored.kind, stored.target, h.user)
+    if stored.kind == "public":
+        server.broadcast(event)
+    elif stored.kind == "room":
+        with server.lock:
+            room = server.rooms.get(stored.target.lower())
+            members = list(room.members) if room is not None else []
+        server.send_to(members, event)
+    else:
+        server.send_to(list({stored.sender.lower(), stored.target.lower(), h.user.lower()}),
+                       event)
+    return {}
+
+
+def _can_see(h: ClientHandler, stored: StoredMessage) -> bool:
+    if stored.kind == "public":
+        return True
+    if stored.kind == "room":
+        with h.server.lock:
+            room = h.server.rooms.get(stored.target.lower())
+            return room is not None and h.user.lower() in room.members
+    return h.user.lower() in (stored.sender.lower(), stored.target.lower())
+
+
 @command(m.History)
 def history(h: ClientHandler, req: m.History) -> dict:
     if req.kind == "room":

@@ -337,6 +337,26 @@ class Store:
 
         self._write(fn)
 
+    def get_message(self, msg_id: int) -> StoredMessage | None:
+        rows = self._read("SELECT id, ts, sender, sender_display, kind, target, text FROM messages"
+                          " WHERE id = ?", (msg_id,))
+        return StoredMessage(*rows[0]) if rows else None
+
+    def delete_message(self, msg_id: int) -> bool:
+        """Delete one message, and its copy waiting for an offline recipient (who then never
+        gets it). False if there was no such message."""
+        def fn(db: sqlite3.Connection) -> bool:
+            waiting = [k for (k,) in db.execute("SELECT user_key FROM pending WHERE msg_id = ?",
+                                                (msg_id,))]
+            db.execute("DELETE FROM pending WHERE msg_id = ?", (msg_id,))
+            for key in waiting:
+                if db.execute("SELECT 1 FROM pending WHERE user_key = ? LIMIT 1",
+                              (key,)).fetchone() is None:
+                    self._on_commit.append(lambda key=key: self._pending_users.discard(key))
+            return db.execute("DELETE FROM messages WHERE id = ?", (msg_id,)).rowcount > 0
+
+        return bool(self._write(fn))
+
     def purge_conversation(self, conv: str) -> int:
         """Delete a conversation's history (stored undelivered messages stay deliverable)."""
         return self._write(lambda db: db.execute(

@@ -150,6 +150,14 @@ class ChangePassword(Request):
 
 
 @dataclass(frozen=True)
+class DeleteMessage(Request):
+    """Delete one message for everyone: one's own, or anyone's by an administrator."""
+
+    TYPE: ClassVar[str] = "delete_message"
+    msg_id: int
+
+
+@dataclass(frozen=True)
 class History(Request):
     TYPE: ClassVar[str] = "history"
     kind: str
@@ -308,6 +316,19 @@ class Ping(Message):
 
 
 @dataclass(frozen=True)
+class MessageDeleted(Message):
+    """A message was deleted (by its sender, or by an administrator: by says who). Sent to
+    whoever could see it; the other fields locate its conversation as in `message`."""
+
+    TYPE: ClassVar[str] = "message_deleted"
+    msg_id: int
+    sender: str
+    kind: str
+    target: str
+    by: str
+
+
+@dataclass(frozen=True)
 class AccountStatus(Message):
     """Your own account changed while you were logged in (an administrator made you one, or
     took it back), so a client can show or hide what depends on it without a new login."""
@@ -330,7 +351,7 @@ CLIENT_MESSAGES: dict[str, type[Message]] = {
     for cls in (
         Hello, Register, Login, Resume, Logout, Send, ListUsers, ListOnline, ListRooms, RoomMembers,
         JoinRoom, LeaveRoom, CloseRoom, OpenSession, CloseSession, Rename, ChangePassword, History,
-        AckDelayed,
+        AckDelayed, DeleteMessage,
         ListFiles, Download, UploadBegin, UploadChunk, UploadEnd, UploadAbort, Moderate, Pong,
     )
 }
@@ -338,7 +359,7 @@ SERVER_MESSAGES: dict[str, type[Message]] = {
     cls.TYPE: cls
     for cls in (
         Ok, Error, ChatMessage, Presence, Renamed, RoomEvent, FileAdded, FileRemoved, Ping,
-        AccountStatus, Bye,
+        MessageDeleted, AccountStatus, Bye,
     )
 }
 

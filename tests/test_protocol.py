@@ -108,6 +108,7 @@ CLIENT_SAMPLES: list[m.Message] = [
     m.History(117, "direct", "bob", 20, 9001),
     m.AckDelayed(125, 9001),
     m.ChangePassword(126, "correct horse", "battery staple"),
+    m.DeleteMessage(127, 9001),
     m.ListFiles(118),
     m.Download(119, "handouts/syllabus.md", 4096, 32768),
     m.UploadBegin(120, "report.pdf", 12345, "ab" * 32),
@@ -132,6 +133,7 @@ SERVER_SAMPLES: list[m.Message] = [
     m.FileRemoved("a.txt"),
     m.Ping(12345),
     m.AccountStatus(True),
+    m.MessageDeleted(9001, "bob", "room", "lobby", "teacher"),
     m.Bye("shutdown", "the server is shutting down"),
 ]
 AUTH_ONLY = sorted(set(m.CLIENT_MESSAGES) - PRE_AUTH_REQUESTS)

@@ -171,6 +171,7 @@ def shoot_reset(app, srv, path: Path) -> Path:
     settle(root, 0.3)
     shot = screenshot(path, widget=root)
     app.main.admin.close()
+    app.main.report("")  # the next pictures are not about it
     return shot
 
 
