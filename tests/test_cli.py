@@ -57,6 +57,14 @@ def clis():
         c.kill()
 
 
+def registered(clis, port: int, user: str, password: str) -> CliProcess:
+    """A terminal client connected to 127.0.0.1:port, registered and logged in as user."""
+    c = clis("127.0.0.1", str(port))
+    c.send(f"register {user} {password}")
+    c.expect(rf"logged in as {user}$")
+    return c
+
+
 def test_version_and_help_flags():
     out = subprocess.run([sys.executable, str(REPO / "client.py"), "--version"],
                          capture_output=True, text=True, timeout=WAIT, cwd=REPO)

@@ -4,12 +4,15 @@ administrator, who is told, what history keeps, and a stored message deleted bef
 from __future__ import annotations
 
 import pytest
+import test_cli
 from serverutil import running_server
-from test_cli import CliProcess
+from test_cli import registered
 from wireclient import ReplyError, WireClient
 
 from parley_server.policy import Limits, Policy
 from protocol import messages as m
+
+clis = test_cli.clis  # the terminal-client fixture
 
 
 @pytest.fixture
@@ -119,31 +122,23 @@ def test_a_stored_message_deleted_before_delivery_never_arrives(srv, people):
         assert not [e for e in carol.inbox if isinstance(e, m.ChatMessage) and e.delayed]
 
 
-def test_terminal_client_deletes_its_last_message_or_a_numbered_one(srv):
-    a = CliProcess("127.0.0.1", str(srv.port))
-    b = CliProcess("127.0.0.1", str(srv.port))
-    try:
-        a.send("register ann pw-ann-1")
-        a.expect(r"logged in as ann")
-        b.send("register ben pw-ben-1")
-        b.expect(r"logged in as ben")
-        a.send("delete")
-        assert "sent nothing from here" in a.expect(r"^error:")
-        a.send("bm first")
-        b.expect(r"ann: first")
-        a.send("bm second")
-        b.expect(r"ann: second")
-        a.send("delete")
-        number = int(a.expect(r"^deleted message #\d+$").rsplit("#", 1)[1])
-        assert b.expect(r"^\* ann deleted a message") == f"* ann deleted a message (#{number})"
-        b.send("history")
-        b.expect(r"history of public: 1 message")
-        line = b.expect(r"ann: first")
-        first = int(line.split()[0].lstrip("#"))
-        b.send(f"delete {first}")
-        assert "only your own" in b.expect(r"^error:")
-        a.send(f"delete #{first}")
-        a.expect(rf"^deleted message #{first}$")
-    finally:
-        a.kill()
-        b.kill()
+def test_terminal_client_deletes_its_last_message_or_a_numbered_one(srv, clis):
+    a = registered(clis, srv.port, "ann", "pw-ann-1")
+    b = registered(clis, srv.port, "ben", "pw-ben-1")
+    a.send("delete")
+    assert "sent nothing from here" in a.expect(r"^error:")
+    a.send("bm first")
+    b.expect(r"ann: first")
+    a.send("bm second")
+    b.expect(r"ann: second")
+    a.send("delete")
+    number = int(a.expect(r"^deleted message #\d+$").rsplit("#", 1)[1])
+    assert b.expect(r"^\* ann deleted a message") == f"* ann deleted a message (#{number})"
+    b.send("history")
+    b.expect(r"history of public: 1 message")
+    line = b.expect(r"ann: first")
+    first = int(line.split()[0].lstrip("#"))
+    b.send(f"delete {first}")
+    assert "only your own" in b.expect(r"^error:")
+    a.send(f"delete #{first}")
+    a.expect(rf"^deleted message #{first}$")

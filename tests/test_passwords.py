@@ -8,8 +8,9 @@ import re
 import signal
 
 import pytest
+import test_cli
 from serverutil import free_port, running_server, server_process
-from test_cli import CliProcess
+from test_cli import registered
 from wireclient import ReplyError, WireClient
 
 from parley_server.accounts import TEMP_ALPHABET, temporary_password
@@ -17,6 +18,8 @@ from parley_server.console import AdminConsole
 from parley_server.policy import Policy
 from protocol import encode_message
 from protocol import messages as m
+
+clis = test_cli.clis  # the terminal-client fixture
 
 
 @pytest.fixture
@@ -187,34 +190,26 @@ def test_only_the_console_resets_an_administrators_password(srv, connect):
     assert temp not in (srv.data_dir / "audit.log").read_text()
 
 
-def test_terminal_client_changes_and_resets_passwords(srv):
-    t = CliProcess("127.0.0.1", str(srv.port))
-    s = CliProcess("127.0.0.1", str(srv.port))
-    try:
-        t.send("register teacher pw-teach-1")
-        t.expect(r"logged in as teacher")
-        s.send("register stu pw-stu-1")
-        s.expect(r"logged in as stu")
-        s.send("passwd wrong-pw pw-stu-2")
-        assert "current password is wrong" in s.expect(r"^error:")
-        s.send("passwd pw-stu-1")
-        assert "usage: passwd <old> <new>" in s.expect(r"^error:")
-        s.send("passwd pw-stu-1 pw-stu-2")
-        s.expect(r"^password changed$")
-        t.send("resetpw stu")
-        t.expect(r"reset the password of stu")
-        temp = re.search(r"temporary password for stu: (\S+)",
-                         t.expect(r"temporary password for stu")).group(1)
-        s.expect(r"disconnected: your password was reset by teacher \(password_reset\)$")
-        s.send(f"c 127.0.0.1 {srv.port}")
-        s.send("login stu pw-stu-2")  # what the student had chosen is gone
-        assert "wrong password" in s.expect(r"^error:")
-        s.send(f"login stu {temp}")
-        s.expect(r"logged in as stu")
-        s.expect(r"an administrator gave you this password: choose your own with passwd")
-    finally:
-        t.kill()
-        s.kill()
+def test_terminal_client_changes_and_resets_passwords(srv, clis):
+    t = registered(clis, srv.port, "teacher", "pw-teach-1")
+    s = registered(clis, srv.port, "stu", "pw-stu-1")
+    s.send("passwd wrong-pw pw-stu-2")
+    assert "current password is wrong" in s.expect(r"^error:")
+    s.send("passwd pw-stu-1")
+    assert "usage: passwd <old> <new>" in s.expect(r"^error:")
+    s.send("passwd pw-stu-1 pw-stu-2")
+    s.expect(r"^password changed$")
+    t.send("resetpw stu")
+    t.expect(r"reset the password of stu")
+    temp = re.search(r"temporary password for stu: (\S+)",
+                     t.expect(r"temporary password for stu")).group(1)
+    s.expect(r"disconnected: your password was reset by teacher \(password_reset\)$")
+    s.send(f"c 127.0.0.1 {srv.port}")
+    s.send("login stu pw-stu-2")  # what the student had chosen is gone
+    assert "wrong password" in s.expect(r"^error:")
+    s.send(f"login stu {temp}")
+    s.expect(r"logged in as stu")
+    s.expect(r"an administrator gave you this password: choose your own with passwd")
 
 
 def test_an_acknowledged_password_change_survives_kill_9(tmp_path):
