@@ -12,7 +12,7 @@ import pytest
 from linereader import LineReader
 from serverutil import running_server
 
-from parley_client.cli import format_event, format_message
+from parley_client.cli_text import format_event, format_message
 from protocol import APP_VERSION
 from protocol import messages as m
 

@@ -1,0 +1,135 @@
+"""What the terminal client prints: its help, and one line per incoming event or message.
+Kept apart from the command loop (cli.py) so that the wording can be read and tested alone."""
+
+from __future__ import annotations
+
+import time
+
+from protocol import messages as m
+
+from .events import (
+    Connected,
+    Disconnected,
+    LoggedIn,
+    LoggedOut,
+    Notice,
+    Reconnected,
+    Reconnecting,
+)
+from .units import human_size
+
+HELP = """\
+commands:
+  c <host> [port]            connect (default port 5150)
+  join <code>                connect with a join code (parley://...) from the server
+  register <user> <password> create an account and log in
+  login <user> <password>    log in
+  lu | lcu                   list all users | connected users
+  lr | lru <room>            list rooms | members of a room
+  bm <text>                  message everyone (public)
+  dm <user> <text>           direct message
+  o <user>                   open a session with a user
+  or <room>                  enter a room (created if new)
+  s <text>                   send to the open session or room (public when none)
+  cs                         close the session or leave the room
+  cr <room>                  close a room you created
+  rename <name>              change your display name
+  passwd <old> <new>         change your password
+  history                    recent messages of the open session/room (else public), numbered
+  delete [number]            delete your last message, or the one with that history number
+                             (administrators: anyone's)
+  files                      list shared files
+  get <name> [dest-dir]      download a shared file
+  put <path>                 share a file (upload)
+  l                          status
+  d                          disconnect
+administrators only:
+  kick <user> [reason]       ban <user|address> [minutes] [reason]   unban <user|address>
+  mute <user> [minutes]      unmute <user>        announce <text>     rmfile <name>
+  purge public|room:NAME|direct:A:B               op <user> | deop <user>
+  resetpw <user>             give a user who forgot theirs a temporary password
+  x | ex | \\quit             exit
+  help                       this text"""
+
+
+# command word -> moderation action (see docs/protocol.md, moderate)
+MODERATION = {"kick": "kick", "ban": "ban", "unban": "unban", "mute": "mute",
+              "unmute": "unmute", "announce": "announce", "rmfile": "remove_file",
+              "purge": "purge", "op": "op", "deop": "deop",
+              "resetpw": "reset_password"}
+
+
+def who(name: str, display: str | None) -> str:
+    return name if not display or display == name else f"{display} ({name})"
+
+
+def format_message(msg: m.ChatMessage | dict, me: str | None, *, with_time: bool = False) -> str:
+    """One chat message as one line: ``[public] alice: hi``, ``[dm] alice: hi``, ...
+
+    Takes the event or a history entry (a dict with the same fields).
+    """
+    get = msg.get if isinstance(msg, dict) else lambda k, d=None: getattr(msg, k, d)
+    kind, target, sender = get("kind", ""), get("target", ""), get("sender", "?")
+    if kind == "direct":
+        mine = me is not None and sender.lower() == me.lower()
+        where = f"dm to {target}" if mine else "dm"
+    elif kind == "room":
+        where = f"room:{target}"
+    else:
+        where = "public"
+    if get("delayed", False):
+        where += ", delivered late"
+    stamp = ""
+    if with_time and isinstance(get("ts"), int | float):
+        stamp = time.strftime("%H:%M ", time.localtime(get("ts")))
+    return f"[{where}] {stamp}{who(sender, get('sender_display'))}: {get('text', '')}"
+
+
+def format_event(event: object, me: str | None) -> str | None:
+    """The line to print for an incoming event, or None for events a command reports itself."""
+    if isinstance(event, m.ChatMessage):
+        return format_message(event, me)
+    if isinstance(event, m.Presence):
+        return f"* {who(event.user, event.display)} {'joined' if event.online else 'left'}"
+    if isinstance(event, m.Renamed):
+        return f"* {event.old_display or event.user} is now known as {event.display}"
+    if isinstance(event, m.RoomEvent):
+        actor = who(event.user, event.display)
+        if event.event == "closed":
+            return f"* room {event.room} was closed by {actor}"
+        return f"* {actor} {event.event} room {event.room}"
+    if isinstance(event, m.FileAdded):
+        name = event.file.get("name", "?")
+        if event.by:
+            return f"* {event.by} shared {name}"
+        return f"* new shared file {name} ({human_size(event.file.get('size', 0))})"
+    if isinstance(event, m.FileRemoved):
+        return f"* shared file {event.name} was removed"
+    if isinstance(event, m.Error):
+        return f"error: {event.message}"
+    if isinstance(event, m.MessageDeleted):
+        if event.by.lower() == event.sender.lower():
+            return f"* {event.sender} deleted a message (#{event.msg_id})"
+        return f"* {event.by} removed a message of {event.sender} (#{event.msg_id})"
+    if isinstance(event, m.AccountStatus):
+        return None  # the SERVER message that comes with it says it in words
+    if isinstance(event, m.Bye):
+        return None  # the Disconnected that follows carries its reason and code
+    if isinstance(event, Disconnected):
+        code = f" ({event.code})" if event.code else ""
+        then = "; reconnecting" if event.will_reconnect else ""
+        return f"* disconnected: {event.reason}{code}{then}"
+    if isinstance(event, Reconnecting):
+        return f"* reconnecting in {event.delay:.1f} s (attempt {event.attempt})"
+    if isinstance(event, Reconnected):
+        return f"* reconnected{f' and logged in as {event.user}' if event.user else ''}"
+    if isinstance(event, LoggedOut):
+        return f"* {event.reason}" if event.reason != "logged out" else None
+    if isinstance(event, Notice):
+        return f"* {event.text}"
+    if isinstance(event, LoggedIn):
+        shown = f" (shown as {event.display})" if event.display != event.user else ""
+        return f"{'registered; ' if event.new else ''}logged in as {event.user}{shown}"
+    if isinstance(event, Connected):
+        return None  # the c command prints it
+    return None
