@@ -22,6 +22,12 @@ def describe(exc: BaseException) -> str:
     return getattr(exc, "message", None) or str(exc) or exc.__class__.__name__
 
 
+def _excerpt(text: str, limit: int = 80) -> str:
+    """The start of a message, on one line, for a question about it."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
 class Actions:
     def __init__(self, win) -> None:
         self.win = win
@@ -137,6 +143,27 @@ class Actions:
                 self.win.apply(self.state.retry(conv.key, entry))
                 self._send(conv.key, entry)
                 return
+
+    def delete_message(self, entry: Entry) -> None:
+        """Delete a message for everyone, once confirmed. The MessageDeleted event takes it
+        out of every window that shows it; the answer does the same here in case the event
+        does not come (taking out a message already gone changes nothing)."""
+        key = next((c.key for c in self.state.conversations.values() if entry in c.entries),
+                   None)
+        if key is None or not self.state.may_delete(entry):
+            return
+        whose = "" if entry.own else \
+            f" from {self.state.display_of(entry.sender) or entry.sender_display}"
+        if not self.confirm("Delete message — Parley",
+                            f"Delete this message{whose} for everyone?\n\n"
+                            f"“{_excerpt(entry.text)}”", parent=self.win):
+            return
+        msg_id, sender = entry.msg_id, entry.sender
+
+        def deleted(_result):
+            self.win.apply(self.state.on_message_deleted(msg_id, sender, self.state.me, key))
+            self.win.report("Message deleted.")
+        self._request(self.session.delete_message(msg_id), deleted, "Deleting the message")
 
     def clear(self) -> None:
         if self.state.active:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tkinter as tk
 from collections.abc import Callable
 from tkinter import ttk
 
@@ -11,6 +12,8 @@ from .transcript import Transcript
 
 MEMBERS_MIN_WIDTH = 170
 MEMBERS_MAX_WIDTH = 340  # longer names are cut rather than squeeze the transcript
+COPY_LABEL = "Copy text"
+DELETE_LABEL = "Delete message…"
 
 
 class ConversationView(ttk.Frame):
@@ -18,9 +21,11 @@ class ConversationView(ttk.Frame):
                  on_retry: Callable[[Entry], None], on_leave: Callable[[str], None],
                  on_close_room: Callable[[str], None],
                  on_open_person: Callable[[str], None],
-                 on_earlier: Callable[[], None]) -> None:
+                 on_earlier: Callable[[], None],
+                 on_delete: Callable[[Entry], None] = lambda entry: None) -> None:
         super().__init__(master)
         self.state = state
+        self.on_delete = on_delete
         self.on_leave, self.on_close_room = on_leave, on_close_room
         self.on_open_person = on_open_person
         self.key: ConvKey | None = None
@@ -46,8 +51,11 @@ class ConversationView(ttk.Frame):
                                        command=lambda: self.on_close_room(self.key[1]))
         ttk.Separator(self).grid(row=0, column=0, columnspan=2, sticky="sew")
 
-        self.transcript = Transcript(self, fonts, palette, on_retry, on_earlier)
+        self.transcript = Transcript(self, fonts, palette, on_retry, on_earlier,
+                                     on_menu=self.post_message_menu)
         self.transcript.grid(row=1, column=0, sticky="nsew")
+        self.message_menu = tk.Menu(self, tearoff=False)
+        self.menu_entry: Entry | None = None  # what the message menu was opened on
 
         self.members_frame = ttk.Frame(self, padding=(8, 8, 8, 8))
         ttk.Label(self.members_frame, text="Members", font=fonts.heading).pack(anchor="w")
@@ -126,6 +134,28 @@ class ConversationView(ttk.Frame):
         # Wide enough for the longest name (bold is the widest style used), within bounds.
         self.members.column("#0", width=min(MEMBERS_MAX_WIDTH,
                                             max(MEMBERS_MIN_WIDTH, widest + 40)))
+
+    # ------------------------------------------------------------------ message menu
+
+    def prepare_message_menu(self, entry: Entry) -> tk.Menu:
+        """Fill the right-click menu for entry: Copy for anything, Delete only where the
+        server would allow it (so nobody is offered what would be refused)."""
+        self.menu_entry = entry
+        menu = self.message_menu
+        menu.delete(0, "end")
+        menu.add_command(label=COPY_LABEL, command=self.copy_entry)
+        if self.state.may_delete(entry):
+            menu.add_separator()
+            menu.add_command(label=DELETE_LABEL, command=lambda: self.on_delete(entry))
+        return menu
+
+    def post_message_menu(self, entry: Entry, event) -> None:
+        self.prepare_message_menu(entry).tk_popup(event.x_root, event.y_root)
+
+    def copy_entry(self) -> None:
+        if self.menu_entry is not None:
+            self.clipboard_clear()
+            self.clipboard_append(self.menu_entry.text)
 
     def toggle_members(self) -> None:
         self.show_members = not self.show_members

@@ -26,6 +26,7 @@ from .tkutil import release_variables
 from .transfers_panel import TransfersPanel
 
 log = logging.getLogger(__name__)
+REDRAWS = frozenset({"reload", "earlier", "deleted"})  # changes that redraw the transcript
 
 
 class MainWindow(ttk.Frame):
@@ -64,7 +65,8 @@ class MainWindow(ttk.Frame):
             chat, state, fonts, palette, on_retry=self.actions.retry,
             on_leave=self.actions.leave_room, on_close_room=self.actions.close_room,
             on_open_person=lambda u: self.actions.open(("direct", u.lower())),
-            on_earlier=lambda: self.actions.load_earlier(self.state.active or PUBLIC))
+            on_earlier=lambda: self.actions.load_earlier(self.state.active or PUBLIC),
+            on_delete=self.actions.delete_message)
         self.conversation.grid(row=0, column=0, sticky="nsew")
         self.message_box = MessageBox(chat, fonts, palette, self.actions.send, state.max_text)
         self.message_box.grid(row=1, column=0, sticky="ew")
@@ -230,14 +232,14 @@ class MainWindow(ttk.Frame):
         """Fold model changes into the widgets: appends now, the rest once per idle moment."""
         for c in changes:
             if c.kind == "append":
-                if c.key == self.conversation.key and not self._dirty & {"reload", "earlier"}:
+                if c.key == self.conversation.key and not self._dirty & REDRAWS:
                     self.conversation.transcript.append(c.entry)
             elif c.kind == "entry":
                 if c.key == self.conversation.key:
                     self.conversation.transcript.update_entry(c.entry)
             elif c.kind == "notify":
                 self.notify(c)
-            elif c.kind in ("reload", "earlier"):
+            elif c.kind in REDRAWS:
                 if c.key == self.state.active:
                     self._dirty.add(c.kind)
             else:
@@ -259,6 +261,8 @@ class MainWindow(ttk.Frame):
             self.conversation.reload()
         elif "earlier" in dirty:
             self.conversation.reload(keep_view=True)
+        elif "deleted" in dirty:  # stay where the reader is: at the end if they were there
+            self.conversation.reload(keep_view=not self.conversation.transcript.at_bottom())
         if dirty & {"conversations", "removed", "switch", "me"}:
             self.sidebar.refresh()
             self.update_title()

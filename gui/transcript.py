@@ -35,9 +35,12 @@ def day_label(ts: float, now: float | None = None) -> str:
 class Transcript(ttk.Frame):
     def __init__(self, master, fonts, palette: Palette,
                  on_retry: Callable[[Entry], None],
-                 on_earlier: Callable[[], None] = lambda: None) -> None:
+                 on_earlier: Callable[[], None] = lambda: None,
+                 on_menu: Callable[[Entry, tk.Event], None] = lambda entry, event: None
+                 ) -> None:
         super().__init__(master)
         self.fonts, self.on_retry, self.on_earlier = fonts, on_retry, on_earlier
+        self.on_menu = on_menu  # a right-click on an entry: on_menu(entry, event)
         self.rowconfigure(0, weight=1)
         self.columnconfigure(0, weight=1)
         self.text = tk.Text(self, wrap="word", state="disabled", relief="flat",
@@ -47,6 +50,9 @@ class Transcript(ttk.Frame):
         bar = ttk.Scrollbar(self, orient="vertical", command=self.text.yview)
         bar.grid(row=0, column=1, sticky="ns")
         self.text.configure(yscrollcommand=bar.set)
+        aqua = self.text.tk.call("tk", "windowingsystem") == "aqua"
+        for seq in ("<Button-2>", "<Control-Button-1>") if aqua else ("<Button-3>",):
+            self.text.bind(seq, self._right_click)
         self._entries: dict[int, Entry] = {}
         self._last_day: tuple | None = None
         # Only the newest MAX_RENDERED entries are drawn, until the user asks for earlier
@@ -98,18 +104,20 @@ class Transcript(ttk.Frame):
         keeps the entry at the top of the view in place (older ones went in above it);
         otherwise the view shows the newest entry."""
         t = self.text
-        anchor = self._top_entry_mark() if keep_view else None
+        anchors = self._top_entry_marks() if keep_view else []
         self._source, self._earlier = entries, earlier
         shown = entries if self.render_all else entries[-MAX_RENDERED:]
         t.configure(state="normal")
         t.delete("1.0", "end")
-        self._entries.clear()
+        self._forget(list(self._entries))
         self._last_day = None
         self._insert_earlier_line(cut=len(shown) < len(entries))
         for entry in shown:
             self._insert(entry)
         t.configure(state="disabled")
-        if anchor is not None and anchor in t.mark_names():
+        kept = set(t.mark_names())
+        anchor = next((a for a in anchors if a in kept), None)
+        if anchor is not None:
             t.yview(anchor)
             return
         t.see("end")
@@ -142,15 +150,56 @@ class Transcript(ttk.Frame):
         elif self._earlier == "capped":
             t.insert("end", "Earlier messages are not kept in this window.\n", ("earlier",))
 
-    def _top_entry_mark(self) -> str | None:
-        """The mark of the first entry that starts at or below the top of the view."""
-        t = self.text
+    def _top_entry_marks(self, count: int = 3) -> list[str]:
+        """The marks of the first entries that start at or below the top of the view (more
+        than one: the first may be the one a redraw leaves out)."""
+        t, marks = self.text, []
         mark = t.mark_next("@0,0")
-        while mark is not None:
-            if mark.startswith("e") and mark[1:].isdigit():
-                return mark
+        while mark is not None and len(marks) < count:
+            if _is_entry_mark(mark):
+                marks.append(mark)
             mark = t.mark_next(mark)
-        return None
+        return marks
+
+    def _top_entry_mark(self) -> str | None:
+        marks = self._top_entry_marks(1)
+        return marks[0] if marks else None
+
+    def at_bottom(self) -> bool:
+        return self.text.yview()[1] >= 0.999
+
+    # ------------------------------------------------------------------ pointing
+
+    def entry_at(self, x: int, y: int) -> Entry | None:
+        """The entry drawn at widget position (x, y): the one whose mark (set where it starts)
+        is the last at or before that character. Nothing for the day and "New messages"
+        lines, the top line, or the empty space below the last line."""
+        t = self.text
+        index = t.index(f"@{x},{y}")
+        line = t.dlineinfo(index)
+        if line is None or not line[1] <= y < line[1] + line[3]:
+            return None
+        if {"day", "unread", "earlier"} & set(t.tag_names(index)):
+            return None
+        mark = t.mark_previous(f"{index} +1c")
+        while mark is not None and not _is_entry_mark(mark):
+            mark = t.mark_previous(mark)
+        return self._entries.get(int(mark[1:])) if mark is not None else None
+
+    def entry_bbox(self, entry: Entry) -> tuple[int, int, int, int] | None:
+        """Where an entry's text is on screen (x, y, width, height), if it is visible."""
+        t, mark = self.text, f"e{entry.local_id}"
+        if entry.local_id not in self._entries:
+            return None
+        found = t.tag_nextrange(f"b{entry.local_id}" if entry.kind == "msg" else "notice", mark)
+        return t.bbox(found[0]) if found else None
+
+    def _right_click(self, event: tk.Event) -> str | None:
+        entry = self.entry_at(event.x, event.y)
+        if entry is None:
+            return None
+        self.on_menu(entry, event)
+        return "break"
 
     def append(self, entry: Entry) -> None:
         t = self.text
@@ -158,11 +207,21 @@ class Transcript(ttk.Frame):
         t.configure(state="normal")
         self._insert(entry)
         if not self.render_all and len(self._entries) > MAX_RENDERED * 2:  # keep it light
-            t.delete("1.0", f"{len(self._entries) // 2}.0")
-            self._entries = dict(list(self._entries.items())[len(self._entries) // 2:])
+            ids = list(self._entries)
+            half = len(ids) // 2
+            t.delete("1.0", f"e{ids[half]}")  # up to where the first one kept starts
+            self._forget(ids[:half])
         t.configure(state="disabled")
         if follow:
             t.see("end")
+
+    def _forget(self, local_ids: list[int]) -> None:
+        """Drop entries no longer drawn, and their marks: a deleted text range leaves its
+        marks behind, and a stale one would be taken for the entry it named."""
+        if local_ids:
+            self.text.mark_unset(*(f"e{i}" for i in local_ids))
+        for i in local_ids:
+            del self._entries[i]
 
     def _insert(self, e: Entry) -> None:
         t = self.text
@@ -236,3 +295,7 @@ class Transcript(ttk.Frame):
 
     def content(self) -> str:
         return self.text.get("1.0", "end-1c")
+
+
+def _is_entry_mark(mark: str) -> bool:
+    return mark.startswith("e") and mark[1:].isdigit()

@@ -94,9 +94,11 @@ class Transfer:
 
 @dataclass(frozen=True)
 class Change:
-    """What the GUI must redraw. kind: append|entry|reload|earlier|removed|conversations|online|
-    rooms|files|transfers|connection|me|notify|error|logged_out. "earlier" is a reload that
-    keeps the entry at the top of the view where it was (older messages went in above it)."""
+    """What the GUI must redraw. kind: append|entry|reload|earlier|deleted|removed|
+    conversations|online|rooms|files|transfers|connection|me|notify|error|logged_out.
+    "earlier" is a reload that keeps the entry at the top of the view where it was (older
+    messages went in above it); "deleted" is a reload after a message was taken out, which
+    leaves the view where the reader was (at the bottom if they were there)."""
 
     kind: str
     key: ConvKey | None = None

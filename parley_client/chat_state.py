@@ -356,6 +356,67 @@ class ChatState:
         if key in self.conversations:
             self.conversations[key].history_state = "none"
 
+    # ------------------------------------------------------------------ deleting
+
+    def may_delete(self, entry: Entry) -> bool:
+        """Whether the server would let me delete entry: a message it has confirmed (it has
+        a msg_id) that is mine, or anyone's for an administrator."""
+        return (entry.kind == "msg" and entry.msg_id is not None and entry.status == "sent"
+                and (entry.own or self.is_admin))
+
+    def on_message_deleted(self, msg_id: int, sender: str, by: str,
+                           key: ConvKey | None = None) -> list[Change]:
+        """Take a deleted message out of whichever conversation holds it (key is where it
+        should be; the others are searched too). An administrator's removal of someone
+        else's message leaves a notice in its place; one's own just goes. A message not held
+        (never loaded, already gone) changes nothing, so this may run twice for one delete."""
+        convs = [self.conversations[key]] if key in self.conversations else []
+        convs += [c for c in self.conversations.values() if c.key != key]
+        for conv in convs:
+            i = next((i for i, e in enumerate(conv.entries) if e.msg_id == msg_id), None)
+            if i is not None:
+                return self._remove_entry(conv, i, sender, by)
+        return []
+
+    def _remove_entry(self, conv: Conversation, i: int, sender: str, by: str) -> list[Change]:
+        entry = conv.entries[i]
+        if self._counted_unread(conv, entry):
+            conv.unread -= 1
+            conv.mentions = max(0, conv.mentions - entry.mention)
+        del conv.entries[i]
+        if entry.unread_start and i < len(conv.entries):
+            conv.entries[i].unread_start = True
+        if by.lower() != sender.lower():  # a moderator's act: say so where it was
+            if self.is_me(by):
+                text = f"You removed a message from {self.display_of(sender)}."
+            elif self.is_me(sender):
+                text = f"Your message was removed by {self.display_of(by)}."
+            else:
+                text = (f"A message from {self.display_of(sender)} was removed by "
+                        f"{self.display_of(by)}.")
+            conv.entries.insert(i, Entry(next(self._ids), "notice", text, entry.ts))
+        prev = conv.entries[i - 1] if i > 0 else None
+        for e in conv.entries[i:i + 2]:  # the grouping around the gap
+            e.continues = _continues(prev, e)
+            prev = e
+        return [Change("deleted", conv.key), Change("conversations")]
+
+    @staticmethod
+    def _counted_unread(conv: Conversation, entry: Entry) -> bool:
+        """Whether entry is one of the conv.unread messages counted as not seen: those are
+        the newest messages from others (the count starts again whenever it is looked at)."""
+        if conv.unread <= 0 or entry.own or entry.kind != "msg":
+            return False
+        left = conv.unread
+        for e in reversed(conv.entries):
+            if e.kind == "msg" and not e.own:
+                if e is entry:
+                    return True
+                left -= 1
+                if left == 0:
+                    return False
+        return False
+
     def pending_entries(self) -> list[tuple[ConvKey, Entry]]:
         return [(c.key, e) for c in self.conversations.values() for e in c.entries
                 if e.status == "pending"]
@@ -529,6 +590,10 @@ class ChatState:
             return []
         self.is_admin = ev.admin
         return [Change("admin")]
+
+    def _ev_MessageDeleted(self, ev) -> list[Change]:
+        return self.on_message_deleted(ev.msg_id, ev.sender, ev.by,
+                                       self.key_of(ev.kind, ev.target, ev.sender))
 
     def _ev_RoomEvent(self, ev) -> list[Change]:
         return self.on_room_event(ev)

@@ -14,7 +14,15 @@ from parley_client.chat_state import (
 from parley_client.events import Disconnected, LoggedIn, Reconnected, Reconnecting
 from parley_client.settings import Settings, parse_server
 from parley_client.units import human_duration, human_size
-from protocol.messages import ChatMessage, FileAdded, FileRemoved, Presence, Renamed, RoomEvent
+from protocol.messages import (
+    ChatMessage,
+    FileAdded,
+    FileRemoved,
+    MessageDeleted,
+    Presence,
+    Renamed,
+    RoomEvent,
+)
 
 
 def msg(mid, sender, text, kind="public", target="", ts=1000.0, display=None):
@@ -306,3 +314,126 @@ def test_new_messages_divider_marks_the_first_unseen_until_answered_or_left():
     st.set_focused(True)
     st.apply(msg(6, "bob", "back?", kind="direct", target="alice"))
     assert flagged(bob) == ["while away"]  # seen as it arrived: the divider stays put
+
+
+# ---------------------------------------------------------------------------- deleting
+
+
+def deleted(mid, sender, by=None, kind="public", target=""):
+    return MessageDeleted(mid, sender, kind, target, by or sender)
+
+
+def test_a_deleted_message_goes_and_its_neighbours_regroup():
+    st = logged_in()
+    for mid, who in ((1, "bob"), (2, "carol"), (3, "bob")):
+        st.apply(msg(mid, who, f"m{mid}", ts=1000 + mid))
+    conv = st.conversations[PUBLIC]
+    assert [e.continues for e in conv.entries] == [False, False, False]
+    changes = st.apply(deleted(2, "carol"))
+    assert kinds(changes) == ["deleted", "conversations"] and changes[0].key == PUBLIC
+    assert [e.text for e in conv.entries] == ["m1", "m3"]
+    assert [e.continues for e in conv.entries] == [False, True]  # bob's two now share a header
+    assert st.apply(deleted(2, "carol")) == []  # told twice: nothing more to do
+
+
+def test_deleting_an_unknown_or_unloaded_message_changes_nothing():
+    st = logged_in()
+    st.apply(msg(1, "bob", "kept"))
+    assert st.apply(deleted(99, "bob")) == []
+    assert st.apply(deleted(7, "bob", by="teacher", kind="room", target="Dev")) == []
+    assert [e.text for e in st.conversations[PUBLIC].entries] == ["kept"]
+    assert room_key("dev") not in st.conversations  # not made up for a deletion
+
+
+def test_deleting_an_unread_message_fixes_the_counts_and_moves_the_divider():
+    st = logged_in()
+    bob = direct_key("bob")
+    st.apply(msg(1, "bob", "one", kind="direct", target="alice"))
+    st.apply(msg(2, "bob", "two @alice", kind="direct", target="alice"))
+    st.apply(msg(3, "bob", "three", kind="direct", target="alice"))
+    conv = st.conversations[bob]
+    assert conv.unread == 3 and conv.entries[0].unread_start
+    st.apply(deleted(1, "bob", kind="direct", target="alice"))
+    assert conv.unread == 2 and st.total_unread() == 2
+    assert [e.text for e in conv.entries if e.unread_start] == ["two @alice"]
+    st.apply(deleted(3, "bob", kind="direct", target="alice"))
+    assert conv.unread == 1 and [e.text for e in conv.entries] == ["two @alice"]
+    st.apply(deleted(2, "bob", kind="direct", target="alice"))
+    assert conv.unread == 0 and conv.entries == []  # the divider went with the last one
+
+
+def test_deleting_a_message_already_read_leaves_the_unread_count_alone():
+    st = logged_in()
+    st.apply(msg(1, "bob", "seen"))  # public is open and the window focused: read
+    st.set_focused(False)
+    st.apply(msg(2, "bob", "not seen"))
+    conv = st.conversations[PUBLIC]
+    assert conv.unread == 1
+    st.apply(deleted(1, "bob"))
+    assert conv.unread == 1 and conv.entries[0].unread_start
+    st.apply(deleted(2, "bob"))
+    assert conv.unread == 0
+
+
+def test_a_mention_deleted_unread_takes_its_mention_count_with_it():
+    st = logged_in()
+    st.open(room_key("dev"))
+    st.apply(msg(1, "bob", "hey @alice"))
+    st.apply(msg(2, "bob", "and another thing"))
+    conv = st.conversations[PUBLIC]
+    assert (conv.unread, conv.mentions) == (2, 1)
+    st.apply(deleted(1, "bob"))
+    assert (conv.unread, conv.mentions) == (1, 0)
+
+
+def test_an_administrator_removing_someone_elses_message_leaves_a_notice_in_its_place():
+    st = logged_in()
+    st.learn_users([{"name": "bob", "display": "Bob Martin"},
+                    {"name": "teacher", "display": "Ms Teacher"}])
+    for mid in (1, 2, 3):
+        st.apply(msg(mid, "bob", f"m{mid}", ts=1000 + mid, display="Bob Martin"))
+    conv = st.conversations[PUBLIC]
+    st.apply(deleted(2, "bob", by="teacher"))
+    assert [(e.kind, e.text) for e in conv.entries] == [
+        ("msg", "m1"), ("notice", "A message from Bob Martin was removed by Ms Teacher."),
+        ("msg", "m3")]
+    assert conv.entries[1].ts == 1002 and not conv.entries[2].continues
+    st.apply(msg(4, "alice", "mine"))
+    st.apply(deleted(4, "alice", by="teacher"))
+    assert conv.entries[-1].text == "Your message was removed by Ms Teacher."
+    st.apply(deleted(3, "bob", by="ALICE"))  # I am the administrator here
+    assert conv.entries[-2].text == "You removed a message from Bob Martin."
+
+
+def test_deleting_ones_own_message_leaves_no_notice_wherever_it_was():
+    st = logged_in()
+    st.apply(msg(1, "alice", "to bob", kind="direct", target="bob"))
+    st.apply(msg(2, "bob", "reply", kind="direct", target="alice"))
+    conv = st.conversations[direct_key("bob")]
+    st.apply(deleted(1, "alice", kind="direct", target="bob"))
+    st.apply(deleted(2, "bob", kind="direct", target="alice"))
+    assert conv.entries == []
+    # Located by msg_id even when the event's conversation is not where it is held.
+    st.apply(msg(3, "bob", "stray"))
+    assert kinds(st.on_message_deleted(3, "bob", "bob", room_key("nowhere"))) == \
+        ["deleted", "conversations"]
+    assert st.conversations[PUBLIC].entries == []
+
+
+def test_may_delete_own_confirmed_messages_or_anything_for_an_administrator():
+    st = logged_in()
+    st.apply(msg(1, "bob", "theirs"))
+    st.apply(msg(2, "alice", "mine"))
+    theirs, mine = st.conversations[PUBLIC].entries
+    pending, _ = st.add_pending(PUBLIC, "on its way")
+    failed, _ = st.add_pending(PUBLIC, "lost")
+    st.send_failed(PUBLIC, failed, "not sent")
+    st.notice(PUBLIC, "Bob is online")
+    notice = st.conversations[PUBLIC].entries[-1]
+    assert st.may_delete(mine) and not st.may_delete(theirs)
+    assert not any(st.may_delete(e) for e in (pending, failed, notice))
+    st.is_admin = True
+    assert st.may_delete(theirs) and st.may_delete(mine)
+    assert not any(st.may_delete(e) for e in (pending, failed, notice))
+    st.send_ok(PUBLIC, pending, {"msg_id": 3, "ts": 2000.0})
+    assert st.may_delete(pending)

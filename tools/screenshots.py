@@ -12,6 +12,8 @@ lets them talk, and writes per theme:
     <theme>-moderate.png  the moderation dialog after a mute
     <theme>-password.png  the change-password dialog with a mistake it caught
     <theme>-reset.png     the moderation dialog after a password reset (temporary password)
+    <theme>-delete.png    the right-click menu on a message (Copy text, Delete message…), under
+                          the notice left by a message an administrator removed
     <theme>-files.png     the files tab mid-download (a large file so the bar is part-way)
 """
 
@@ -175,6 +177,37 @@ def shoot_reset(app, srv, path: Path) -> Path:
     return shot
 
 
+def shoot_delete(app, bob, path: Path) -> Path:
+    """alice (an administrator) removed a message of Bob's from Public, and right-clicks
+    another of his: the menu offers Copy text and Delete message…."""
+    from xvfb import screenshot
+
+    root = app.root
+    app.main.actions.open(("public", ""))
+    bob.send("public", "", "Selling my old phone, message me for the price!").result(WAIT)
+    bob.send("public", "", "Back to work: the mockups are in Files now.").result(WAIT)
+    entries = app.state.conversations[("public", "")].entries
+    pump(root, lambda: entries[-1].text.startswith("Back to work"))
+    advert = next(e for e in entries if e.text.startswith("Selling"))
+    app.main.actions.confirm = lambda *a, **k: True  # the "are you sure" dialog says yes
+    app.main.actions.delete_message(advert)
+    view = app.main.conversation
+    pump(root, lambda: "You removed a message from Bob Martin." in view.transcript.content())
+    settle(root, 0.3)
+    target = entries[-1]
+    x, y, _w, h = view.transcript.entry_bbox(target)
+    text = view.transcript.text
+    text.event_generate("<Button-3>", x=x + 60, y=y + h // 2,
+                        rootx=text.winfo_rootx() + x + 60, rooty=text.winfo_rooty() + y + h // 2)
+    pump(root, view.message_menu.winfo_ismapped)
+    settle(root, 0.3)
+    shot = screenshot(path, widget=root)
+    root.tk.call("tk::MenuUnpost", view.message_menu)
+    settle(root, 0.1)
+    app.main.report("")
+    return shot
+
+
 def shoot(theme: str, out: Path, tmp_path: Path) -> list[Path]:
     import tkinter as tk
 
@@ -226,6 +259,7 @@ def shoot(theme: str, out: Path, tmp_path: Path) -> list[Path]:
         shots.append(shoot_moderation(app, out / f"{theme}-moderate.png"))
         shots.append(shoot_password(app, out / f"{theme}-password.png"))
         shots.append(shoot_reset(app, srv, out / f"{theme}-reset.png"))
+        shots.append(shoot_delete(app, peers[0], out / f"{theme}-delete.png"))
 
         app.main.show_files()
         app.main.files_view.tree.selection_set("ubuntu-24.04-desktop-amd64.iso")
