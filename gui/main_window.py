@@ -27,6 +27,7 @@ from .transfers_panel import TransfersPanel
 
 log = logging.getLogger(__name__)
 REDRAWS = frozenset({"reload", "earlier", "deleted"})  # changes that redraw the transcript
+STATUS_SECONDS = 15  # how long a status-bar line stays
 
 
 class MainWindow(ttk.Frame):
@@ -43,6 +44,7 @@ class MainWindow(ttk.Frame):
         self.attention_count = 0
         self._dirty: set[str] = set()
         self._flush_id: str | None = None
+        self._status_clear_id: str | None = None
         self._was_online = state.connection == "online"
         self.columnconfigure(0, weight=1)
         self.rowconfigure(1, weight=1)
@@ -326,7 +328,17 @@ class MainWindow(ttk.Frame):
         self.root.title(f"({unread}) {title}" if unread else title)
 
     def report(self, text: str) -> None:
+        """A line in the status bar; it goes after a while, as the moment it was about passes
+        (what must stay, like a failed send, is shown where it happened instead)."""
         self.status.configure(text=text)
+        if self._status_clear_id is not None:
+            self.after_cancel(self._status_clear_id)
+        self._status_clear_id = self.after(STATUS_SECONDS * 1000, self._clear_status) \
+            if text else None
+
+    def _clear_status(self) -> None:
+        self._status_clear_id = None
+        self.status.configure(text="")
 
     # ------------------------------------------------------------------ attention
 
@@ -358,6 +370,9 @@ class MainWindow(ttk.Frame):
         if self._flush_id is not None:
             self.after_cancel(self._flush_id)
             self._flush_id = None
+        if self._status_clear_id is not None:
+            self.after_cancel(self._status_clear_id)
+            self._status_clear_id = None
         self.close_rooms_dialog()
         self.close_password_dialog()
         if self.admin is not None:

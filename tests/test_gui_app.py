@@ -396,3 +396,17 @@ def test_new_messages_divider_shows_where_unread_messages_start(app, server, pee
     type_and_send(app, "reading now")
     pump_until(app.root, lambda: "New messages" not in transcript(app)
                and "reading now" in transcript(app), WAIT)
+
+
+def test_a_status_line_goes_after_a_while(tk_root, tmp_path, server, monkeypatch):
+    import gui.main_window as main_window
+
+    monkeypatch.setattr(main_window, "STATUS_SECONDS", 1)
+    app = open_app(tk_root, tmp_path, server, "alice")
+    try:
+        app.main.report("Message deleted.")
+        app.main.report("Your password was changed.")  # a newer one restarts the clock
+        assert app.main.status.cget("text") == "Your password was changed."
+        pump_until(app.root, lambda: app.main.status.cget("text") == "", WAIT)
+    finally:
+        close_app(app)
