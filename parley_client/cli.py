@@ -57,6 +57,7 @@ class TerminalClient:
             "o": self.cmd_open, "or": self.cmd_open_room, "s": self.cmd_send,
             "cs": self.cmd_close_session, "cr": self.cmd_close_room, "rename": self.cmd_rename,
             "passwd": self.cmd_passwd, "delete": self.cmd_delete,
+            "edit": self.cmd_edit,
             "history": self.cmd_history, "l": self.cmd_status, "d": self.cmd_disconnect,
             "help": self.cmd_help, "files": self.cmd_files, "get": self.cmd_get,
             "put": self.cmd_put,
@@ -402,21 +403,33 @@ class TerminalClient:
             self.say(f"  #{msg.get('msg_id')} "
                      + format_message(msg, self.session.user, with_time=True))
 
+    def _message_number(self, word: str | None, what: str) -> int:
+        """#N (or N, for delete) from history, else the last message sent from here."""
+        if word is not None:
+            return int(word.lstrip("#"))
+        if self.last_sent is None:
+            raise SessionError("usage", f"you have sent nothing from here to {what}; "
+                               "give a number from history")
+        return self.last_sent
+
     def cmd_delete(self, args: list[str], _rest: str) -> None:
         self.need_login()
-        if args:
-            if not args[0].lstrip("#").isdigit():
-                raise SessionError("usage", "usage: delete [number from history]")
-            msg_id = int(args[0].lstrip("#"))
-        elif self.last_sent is None:
-            raise SessionError("usage", "you have sent nothing from here to delete; "
-                               "give a number from history")
-        else:
-            msg_id = self.last_sent
+        if args and not args[0].lstrip("#").isdigit():
+            raise SessionError("usage", "usage: delete [number from history]")
+        msg_id = self._message_number(args[0] if args else None, "delete")
         self.wait(self.session.delete_message(msg_id), "delete")
         if msg_id == self.last_sent:
             self.last_sent = None
         self.say(f"deleted message #{msg_id}")
+
+    def cmd_edit(self, args: list[str], rest: str) -> None:
+        self.need_login()
+        numbered = bool(args) and args[0].startswith("#") and args[0][1:].isdigit()
+        text = rest.partition(" ")[2].strip() if numbered else rest
+        self.usage([text] if text else [], 1, "edit [#number] <new text>")
+        msg_id = self._message_number(args[0] if numbered else None, "edit")
+        self.wait(self.session.edit_message(msg_id, text), "edit")
+        self.say(f"edited message #{msg_id}")
 
     # ------------------------------------------------------------------ files
 

@@ -36,6 +36,7 @@ commands:
   rename <name>              change your display name
   passwd <old> <new>         change your password
   history                    recent messages of the open session/room (else public), numbered
+  edit [#number] <text>      change your last message, or the one with that history number
   delete [number]            delete your last message, or the one with that history number
                              (administrators: anyone's)
   files                      list shared files
@@ -82,7 +83,8 @@ def format_message(msg: m.ChatMessage | dict, me: str | None, *, with_time: bool
     stamp = ""
     if with_time and isinstance(get("ts"), int | float):
         stamp = time.strftime("%H:%M ", time.localtime(get("ts")))
-    return f"[{where}] {stamp}{who(sender, get('sender_display'))}: {get('text', '')}"
+    mark = " (edited)" if get("edited") else ""
+    return f"[{where}] {stamp}{who(sender, get('sender_display'))}: {get('text', '')}{mark}"
 
 
 def format_event(event: object, me: str | None) -> str | None:
@@ -107,6 +109,8 @@ def format_event(event: object, me: str | None) -> str | None:
         return f"* shared file {event.name} was removed"
     if isinstance(event, m.Error):
         return f"error: {event.message}"
+    if isinstance(event, m.MessageEdited):
+        return f"* {event.sender} edited a message (#{event.msg_id}): {event.text}"
     if isinstance(event, m.MessageDeleted):
         if event.by.lower() == event.sender.lower():
             return f"* {event.sender} deleted a message (#{event.msg_id})"

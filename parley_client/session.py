@@ -342,6 +342,11 @@ class ClientSession:
     def rename(self, display: str) -> Future:
         return self.request(m.Rename, display=display)
 
+    def edit_message(self, msg_id: int, text: str) -> Future:
+        """One's own message. Result: edited (server time); everyone who could see it gets a
+        MessageEdited event (this session too)."""
+        return self.request(m.EditMessage, msg_id=msg_id, text=text)
+
     def delete_message(self, msg_id: int) -> Future:
         """One's own message, or anyone's for an administrator; everyone who could see it gets
         a MessageDeleted event (this session too)."""

@@ -289,18 +289,42 @@ def delete_message(h: ClientHandler, req: m.DeleteMessage) -> dict:
         conv = conversation_key(stored.kind, stored.sender, stored.target)
         server.moderation.audit.record(h.user, "delete_message", str(stored.msg_id),
                                        result=f"deleted a message of {stored.sender} in {conv}")
-    event = m.MessageDeleted(stored.msg_id, stored.sender, stored.kind, stored.target, h.user)
+    _tell_audience(h, stored, m.MessageDeleted(stored.msg_id, stored.sender, stored.kind,
+                                               stored.target, h.user))
+    return {}
+
+
+@command(m.EditMessage)
+def edit_message(h: ClientHandler, req: m.EditMessage) -> dict:
+    server = h.server
+    stored = server.store.get_message(req.msg_id)
+    if stored is None or not _can_see(h, stored):
+        raise CommandError("not_found", f"there is no message {req.msg_id}")
+    if stored.sender.lower() != h.user.lower():
+        raise CommandError("not_allowed", "you can edit only your own messages")
+    _check_text(h, req.text)
+    _check_may_post(h, stored.kind)  # muted, policy and rate limit: an edit is a post
+    edited = time.time()
+    if not server.store.edit_message(stored.msg_id, req.text, edited):
+        raise CommandError("not_found", f"message {req.msg_id} was deleted")
+    _tell_audience(h, stored, m.MessageEdited(stored.msg_id, stored.sender, stored.kind,
+                                              stored.target, req.text, edited))
+    return {"edited": edited}
+
+
+def _tell_audience(h: ClientHandler, stored: StoredMessage, event: m.Message) -> None:
+    """Whoever could see the message and is online, and the one who acted on it."""
+    server = h.server
     if stored.kind == "public":
         server.broadcast(event)
     elif stored.kind == "room":
         with server.lock:
             room = server.rooms.get(stored.target.lower())
-            members = list(room.members) if room is not None else []
-        server.send_to(members, event)
+            members = set(room.members) if room is not None else set()
+        server.send_to(list(members | {h.user.lower()}), event)
     else:
         server.send_to(list({stored.sender.lower(), stored.target.lower(), h.user.lower()}),
                        event)
-    return {}
 
 
 def _can_see(h: ClientHandler, stored: StoredMessage) -> bool:

@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS messages (
     kind TEXT NOT NULL,
     target TEXT NOT NULL,
     conv TEXT NOT NULL,                 -- conversation key, see conversation_key()
-    text TEXT NOT NULL
+    text TEXT NOT NULL,
+    edited REAL                         -- when its sender last changed the text; NULL: never
 );
 CREATE INDEX IF NOT EXISTS messages_conv ON messages(conv, id);
 CREATE TABLE IF NOT EXISTS admins (name_key TEXT PRIMARY KEY);
@@ -60,6 +61,18 @@ CREATE TABLE IF NOT EXISTS pending (    -- direct messages waiting for an offlin
     PRIMARY KEY (user_key, msg_id)
 );
 """
+
+
+# Columns added since the first release: (table, column, declaration). CREATE TABLE IF NOT
+# EXISTS leaves an older database's tables as they were, so they are added here.
+ADDED_COLUMNS = (("messages", "edited", "REAL"),)
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    for table, column, decl in ADDED_COLUMNS:
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
 
 def conversation_key(kind: str, sender: str, target: str) -> str:
@@ -91,12 +104,13 @@ class StoredMessage:
     kind: str
     target: str
     text: str
+    edited: float | None = None
 
     def to_dict(self) -> dict:
         return {
             "msg_id": self.msg_id, "ts": self.ts, "sender": self.sender,
             "sender_display": self.sender_display, "kind": self.kind, "target": self.target,
-            "text": self.text,
+            "text": self.text, "edited": self.edited,
         }
 
 
@@ -114,6 +128,7 @@ class Store:
         path.parent.mkdir(parents=True, exist_ok=True)
         db = self._connect()
         db.executescript(SCHEMA)
+        _add_missing_columns(db)
         db.commit()
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._readers.put(db)
@@ -308,7 +323,7 @@ class Store:
 
     def history(self, conv: str, limit: int, before: int | None) -> list[StoredMessage]:
         rows = self._read(
-            "SELECT id, ts, sender, sender_display, kind, target, text FROM messages"
+            "SELECT id, ts, sender, sender_display, kind, target, text, edited FROM messages"
             " WHERE conv = ? AND id < ? ORDER BY id DESC LIMIT ?",
             (conv, before if before is not None else 2**62, limit))
         return [StoredMessage(*r) for r in reversed(rows)]
@@ -319,7 +334,7 @@ class Store:
         if user.lower() not in self._pending_users:
             return []
         rows = self._read(
-            "SELECT m.id, m.ts, m.sender, m.sender_display, m.kind, m.target, m.text"
+            "SELECT m.id, m.ts, m.sender, m.sender_display, m.kind, m.target, m.text, m.edited"
             " FROM pending p JOIN messages m ON m.id = p.msg_id WHERE p.user_key = ?"
             " ORDER BY m.id", (user.lower(),))
         return [StoredMessage(*r) for r in rows]
@@ -338,9 +353,14 @@ class Store:
         self._write(fn)
 
     def get_message(self, msg_id: int) -> StoredMessage | None:
-        rows = self._read("SELECT id, ts, sender, sender_display, kind, target, text FROM messages"
-                          " WHERE id = ?", (msg_id,))
+        rows = self._read("SELECT id, ts, sender, sender_display, kind, target, text, edited"
+                          " FROM messages WHERE id = ?", (msg_id,))
         return StoredMessage(*rows[0]) if rows else None
+
+    def edit_message(self, msg_id: int, text: str, edited: float) -> bool:
+        return bool(self._write(lambda db: db.execute(
+            "UPDATE messages SET text = ?, edited = ? WHERE id = ?",
+            (text, edited, msg_id)).rowcount))
 
     def delete_message(self, msg_id: int) -> bool:
         """Delete one message, and its copy waiting for an offline recipient (who then never

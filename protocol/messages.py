@@ -158,6 +158,15 @@ class DeleteMessage(Request):
 
 
 @dataclass(frozen=True)
+class EditMessage(Request):
+    """Replace the text of one's own message, for everyone and in history."""
+
+    TYPE: ClassVar[str] = "edit_message"
+    msg_id: int
+    text: str
+
+
+@dataclass(frozen=True)
 class History(Request):
     TYPE: ClassVar[str] = "history"
     kind: str
@@ -329,6 +338,20 @@ class MessageDeleted(Message):
 
 
 @dataclass(frozen=True)
+class MessageEdited(Message):
+    """Its sender changed a message's text (at server time `edited`). Sent to whoever could
+    see it; the other fields locate its conversation as in `message`."""
+
+    TYPE: ClassVar[str] = "message_edited"
+    msg_id: int
+    sender: str
+    kind: str
+    target: str
+    text: str
+    edited: float
+
+
+@dataclass(frozen=True)
 class AccountStatus(Message):
     """Your own account changed while you were logged in (an administrator made you one, or
     took it back), so a client can show or hide what depends on it without a new login."""
@@ -351,7 +374,7 @@ CLIENT_MESSAGES: dict[str, type[Message]] = {
     for cls in (
         Hello, Register, Login, Resume, Logout, Send, ListUsers, ListOnline, ListRooms, RoomMembers,
         JoinRoom, LeaveRoom, CloseRoom, OpenSession, CloseSession, Rename, ChangePassword, History,
-        AckDelayed, DeleteMessage,
+        AckDelayed, DeleteMessage, EditMessage,
         ListFiles, Download, UploadBegin, UploadChunk, UploadEnd, UploadAbort, Moderate, Pong,
     )
 }
@@ -359,7 +382,7 @@ SERVER_MESSAGES: dict[str, type[Message]] = {
     cls.TYPE: cls
     for cls in (
         Ok, Error, ChatMessage, Presence, Renamed, RoomEvent, FileAdded, FileRemoved, Ping,
-        MessageDeleted, AccountStatus, Bye,
+        MessageDeleted, MessageEdited, AccountStatus, Bye,
     )
 }
 
