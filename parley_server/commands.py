@@ -194,7 +194,7 @@ def change_password(h: ClientHandler, req: m.ChangePassword) -> dict:
 # ---------------------------------------------------------------- messaging
 
 
-def _check_text(h: ClientHandler, text: str) -> None:
+def check_text(h: ClientHandler, text: str) -> None:
     limit = h.server.config.max_text
     if not text.strip():
         raise CommandError("invalid_text", "a message cannot be empty")
@@ -212,7 +212,7 @@ def _member_room(h: ClientHandler, name: str) -> Room:
     return room
 
 
-def _check_may_post(h: ClientHandler, kind: str) -> None:
+def check_may_post(h: ClientHandler, kind: str) -> None:
     server, policy = h.server, h.server.config.policy
     muted = server.moderation.mute_of(h.user)
     if muted is not False:
@@ -230,9 +230,9 @@ def _check_may_post(h: ClientHandler, kind: str) -> None:
 
 @command(m.Send)
 def send(h: ClientHandler, req: m.Send) -> dict:
-    _check_text(h, req.text)
+    check_text(h, req.text)
     if req.kind in ("public", "room", "direct"):
-        _check_may_post(h, req.kind)
+        check_may_post(h, req.kind)
     server, now = h.server, time.time()
     if req.kind == "public":
         stored = server.store.add_message(now, h.user, h.display, "public", "", req.text)
@@ -270,71 +270,6 @@ def send(h: ClientHandler, req: m.Send) -> dict:
             result["stored"] = True
         return result
     raise CommandError("bad_message", f"unknown message kind {req.kind!r}")
-
-
-@command(m.DeleteMessage)
-def delete_message(h: ClientHandler, req: m.DeleteMessage) -> dict:
-    server = h.server
-    stored = server.store.get_message(req.msg_id)
-    mine = stored is not None and stored.sender.lower() == h.user.lower()
-    admin = server.moderation.is_admin(h.user)
-    if stored is None or not (mine or admin or _can_see(h, stored)):
-        # The same answer whether it never existed or is someone else's private message.
-        raise CommandError("not_found", f"there is no message {req.msg_id}")
-    if not (mine or admin):
-        raise CommandError("not_allowed", "you can delete only your own messages")
-    if not server.store.delete_message(stored.msg_id):
-        raise CommandError("not_found", f"message {req.msg_id} was already deleted")
-    if not mine:  # an administrator's act: audited like the others (without the text)
-        conv = conversation_key(stored.kind, stored.sender, stored.target)
-        server.moderation.audit.record(h.user, "delete_message", str(stored.msg_id),
-                                       result=f"deleted a message of {stored.sender} in {conv}")
-    _tell_audience(h, stored, m.MessageDeleted(stored.msg_id, stored.sender, stored.kind,
-                                               stored.target, h.user))
-    return {}
-
-
-@command(m.EditMessage)
-def edit_message(h: ClientHandler, req: m.EditMessage) -> dict:
-    server = h.server
-    stored = server.store.get_message(req.msg_id)
-    if stored is None or not _can_see(h, stored):
-        raise CommandError("not_found", f"there is no message {req.msg_id}")
-    if stored.sender.lower() != h.user.lower():
-        raise CommandError("not_allowed", "you can edit only your own messages")
-    _check_text(h, req.text)
-    _check_may_post(h, stored.kind)  # muted, policy and rate limit: an edit is a post
-    edited = time.time()
-    if not server.store.edit_message(stored.msg_id, req.text, edited):
-        raise CommandError("not_found", f"message {req.msg_id} was deleted")
-    _tell_audience(h, stored, m.MessageEdited(stored.msg_id, stored.sender, stored.kind,
-                                              stored.target, req.text, edited))
-    return {"edited": edited}
-
-
-def _tell_audience(h: ClientHandler, stored: StoredMessage, event: m.Message) -> None:
-    """Whoever could see the message and is online, and the one who acted on it."""
-    server = h.server
-    if stored.kind == "public":
-        server.broadcast(event)
-    elif stored.kind == "room":
-        with server.lock:
-            room = server.rooms.get(stored.target.lower())
-            members = set(room.members) if room is not None else set()
-        server.send_to(list(members | {h.user.lower()}), event)
-    else:
-        server.send_to(list({stored.sender.lower(), stored.target.lower(), h.user.lower()}),
-                       event)
-
-
-def _can_see(h: ClientHandler, stored: StoredMessage) -> bool:
-    if stored.kind == "public":
-        return True
-    if stored.kind == "room":
-        with h.server.lock:
-            room = h.server.rooms.get(stored.target.lower())
-            return room is not None and h.user.lower() in room.members
-    return h.user.lower() in (stored.sender.lower(), stored.target.lower())
 
 
 @command(m.History)
@@ -417,3 +352,4 @@ def moderate(h: ClientHandler, req: m.Moderate) -> dict:
 # Importing these registers their commands in COMMANDS (they import this module first).
 from . import file_sharing  # noqa: E402,F401,I001
 from . import room_commands  # noqa: E402,F401,I001
+from . import message_commands  # noqa: E402,F401,I001

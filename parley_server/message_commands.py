@@ -1,0 +1,80 @@
+"""What one does to a message after sending it (edit, delete), and the typing notice: each
+told to whoever could see the conversation."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from protocol import messages as m
+
+from .commands import CommandError, check_may_post, check_text, command
+from .store import StoredMessage, conversation_key
+
+if TYPE_CHECKING:
+    from .handler import ClientHandler
+
+
+@command(m.DeleteMessage)
+def delete_message(h: ClientHandler, req: m.DeleteMessage) -> dict:
+    server = h.server
+    stored = server.store.get_message(req.msg_id)
+    mine = stored is not None and stored.sender.lower() == h.user.lower()
+    admin = server.moderation.is_admin(h.user)
+    if stored is None or not (mine or admin or _can_see(h, stored)):
+        # The same answer whether it never existed or is someone else's private message.
+        raise CommandError("not_found", f"there is no message {req.msg_id}")
+    if not (mine or admin):
+        raise CommandError("not_allowed", "you can delete only your own messages")
+    if not server.store.delete_message(stored.msg_id):
+        raise CommandError("not_found", f"message {req.msg_id} was already deleted")
+    if not mine:  # an administrator's act: audited like the others (without the text)
+        conv = conversation_key(stored.kind, stored.sender, stored.target)
+        server.moderation.audit.record(h.user, "delete_message", str(stored.msg_id),
+                                       result=f"deleted a message of {stored.sender} in {conv}")
+    _tell_audience(h, stored, m.MessageDeleted(stored.msg_id, stored.sender, stored.kind,
+                                               stored.target, h.user))
+    return {}
+
+
+@command(m.EditMessage)
+def edit_message(h: ClientHandler, req: m.EditMessage) -> dict:
+    server = h.server
+    stored = server.store.get_message(req.msg_id)
+    if stored is None or not _can_see(h, stored):
+        raise CommandError("not_found", f"there is no message {req.msg_id}")
+    if stored.sender.lower() != h.user.lower():
+        raise CommandError("not_allowed", "you can edit only your own messages")
+    check_text(h, req.text)
+    check_may_post(h, stored.kind)  # muted, policy and rate limit: an edit is a post
+    edited = time.time()
+    if not server.store.edit_message(stored.msg_id, req.text, edited):
+        raise CommandError("not_found", f"message {req.msg_id} was deleted")
+    _tell_audience(h, stored, m.MessageEdited(stored.msg_id, stored.sender, stored.kind,
+                                              stored.target, req.text, edited))
+    return {"edited": edited}
+
+
+def _tell_audience(h: ClientHandler, stored: StoredMessage, event: m.Message) -> None:
+    """Whoever could see the message and is online, and the one who acted on it."""
+    server = h.server
+    if stored.kind == "public":
+        server.broadcast(event)
+    elif stored.kind == "room":
+        with server.lock:
+            room = server.rooms.get(stored.target.lower())
+            members = set(room.members) if room is not None else set()
+        server.send_to(list(members | {h.user.lower()}), event)
+    else:
+        server.send_to(list({stored.sender.lower(), stored.target.lower(), h.user.lower()}),
+                       event)
+
+
+def _can_see(h: ClientHandler, stored: StoredMessage) -> bool:
+    if stored.kind == "public":
+        return True
+    if stored.kind == "room":
+        with h.server.lock:
+            room = h.server.rooms.get(stored.target.lower())
+            return room is not None and h.user.lower() in room.members
+    return h.user.lower() in (stored.sender.lower(), stored.target.lower())
