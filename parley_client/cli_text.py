@@ -109,6 +109,8 @@ def format_event(event: object, me: str | None) -> str | None:
         return f"* shared file {event.name} was removed"
     if isinstance(event, m.Error):
         return f"error: {event.message}"
+    if isinstance(event, m.UserTyping):
+        return None  # a line per notice would drown the conversation
     if isinstance(event, m.MessageEdited):
         return f"* {event.sender} edited a message (#{event.msg_id}): {event.text}"
     if isinstance(event, m.MessageDeleted):

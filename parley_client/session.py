@@ -342,6 +342,11 @@ class ClientSession:
     def rename(self, display: str) -> Future:
         return self.request(m.Rename, display=display)
 
+    def typing(self, kind: str, target: str) -> Future:
+        """Tell the others in that conversation that I am typing (call it every few seconds
+        while typing; the server passes on at most one every TYPING_EVERY seconds)."""
+        return self.request(m.Typing, kind=kind, target=target)
+
     def edit_message(self, msg_id: int, text: str) -> Future:
         """One's own message. Result: edited (server time); everyone who could see it gets a
         MessageEdited event (this session too)."""

@@ -48,6 +48,7 @@ class ClientHandler:
         self.delayed_sent_upto = 0
         self.conn = Connection(Role.SERVER, max_frame=server.config.max_frame)
         self.uploads: set[str] = set()
+        self.typing_told: dict[str, float] = {}  # conversation key -> when last passed on
         self.connected_at = time.time()
         self._last_heard = time.monotonic()
         self._ping_nonce: int | None = None

@@ -14,6 +14,11 @@ from .store import StoredMessage, conversation_key
 if TYPE_CHECKING:
     from .handler import ClientHandler
 
+# At most one typing notice per user and conversation is passed on in this many seconds:
+# clients send one every few seconds while typing, and a faster one costs everyone else.
+TYPING_EVERY = 2.0
+TYPING_CONVERSATIONS = 32  # per connection, remembered for that limit
+
 
 @command(m.DeleteMessage)
 def delete_message(h: ClientHandler, req: m.DeleteMessage) -> dict:
@@ -78,3 +83,42 @@ def _can_see(h: ClientHandler, stored: StoredMessage) -> bool:
             room = h.server.rooms.get(stored.target.lower())
             return room is not None and h.user.lower() in room.members
     return h.user.lower() in (stored.sender.lower(), stored.target.lower())
+
+
+@command(m.Typing)
+def typing(h: ClientHandler, req: m.Typing) -> dict:
+    server = h.server
+    if req.kind == "room":
+        with server.lock:
+            room = server.rooms.get(req.target.lower())
+            if room is None:
+                raise CommandError("no_such_room", f"there is no room named {req.target!r}")
+            if h.user.lower() not in room.members:
+                raise CommandError("not_member", f"you are not in the room {room.name!r}")
+            target = room.name
+    elif req.kind == "direct":
+        record = server.store.get_user(req.target)
+        if record is None:
+            raise CommandError("no_such_user", f"there is no user named {req.target!r}")
+        target = record.name
+    elif req.kind == "public":
+        target = ""
+    else:
+        raise CommandError("bad_message", f"unknown conversation kind {req.kind!r}")
+    check_may_post(h, req.kind, rate=False)  # no notice for what could not be sent
+    conv, now = conversation_key(req.kind, h.user, target), time.monotonic()
+    if now - h.typing_told.get(conv, -TYPING_EVERY) < TYPING_EVERY:
+        return {}
+    if len(h.typing_told) >= TYPING_CONVERSATIONS:
+        h.typing_told.clear()
+    h.typing_told[conv] = now
+    event = m.UserTyping(h.user, h.display, req.kind, target)
+    if req.kind == "public":
+        server.broadcast(event, exclude=h)
+    elif req.kind == "room":
+        with server.lock:
+            members = [k for k in room.members if k != h.user.lower()]
+        server.send_to(members, event)
+    elif target.lower() != h.user.lower():
+        server.send_to([target], event)
+    return {}

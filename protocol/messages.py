@@ -167,6 +167,15 @@ class EditMessage(Request):
 
 
 @dataclass(frozen=True)
+class Typing(Request):
+    """I am typing in this conversation (sent at most every few seconds while typing)."""
+
+    TYPE: ClassVar[str] = "typing"
+    kind: str
+    target: str = ""
+
+
+@dataclass(frozen=True)
 class History(Request):
     TYPE: ClassVar[str] = "history"
     kind: str
@@ -352,6 +361,18 @@ class MessageEdited(Message):
 
 
 @dataclass(frozen=True)
+class UserTyping(Message):
+    """Someone is typing in a conversation you are in. For a direct conversation target is
+    you (as in `message`); show it for a few seconds, or until their message arrives."""
+
+    TYPE: ClassVar[str] = "user_typing"
+    user: str
+    display: str
+    kind: str
+    target: str
+
+
+@dataclass(frozen=True)
 class AccountStatus(Message):
     """Your own account changed while you were logged in (an administrator made you one, or
     took it back), so a client can show or hide what depends on it without a new login."""
@@ -374,7 +395,7 @@ CLIENT_MESSAGES: dict[str, type[Message]] = {
     for cls in (
         Hello, Register, Login, Resume, Logout, Send, ListUsers, ListOnline, ListRooms, RoomMembers,
         JoinRoom, LeaveRoom, CloseRoom, OpenSession, CloseSession, Rename, ChangePassword, History,
-        AckDelayed, DeleteMessage, EditMessage,
+        AckDelayed, DeleteMessage, EditMessage, Typing,
         ListFiles, Download, UploadBegin, UploadChunk, UploadEnd, UploadAbort, Moderate, Pong,
     )
 }
@@ -382,7 +403,7 @@ SERVER_MESSAGES: dict[str, type[Message]] = {
     cls.TYPE: cls
     for cls in (
         Ok, Error, ChatMessage, Presence, Renamed, RoomEvent, FileAdded, FileRemoved, Ping,
-        MessageDeleted, MessageEdited, AccountStatus, Bye,
+        MessageDeleted, MessageEdited, UserTyping, AccountStatus, Bye,
     )
 }
 

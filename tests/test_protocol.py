@@ -110,6 +110,7 @@ CLIENT_SAMPLES: list[m.Message] = [
     m.ChangePassword(126, "correct horse", "battery staple"),
     m.DeleteMessage(127, 9001),
     m.EditMessage(128, 9001, "fixed the typo"),
+    m.Typing(129, "room", "lobby"),
     m.ListFiles(118),
     m.Download(119, "handouts/syllabus.md", 4096, 32768),
     m.UploadBegin(120, "report.pdf", 12345, "ab" * 32),
@@ -136,6 +137,7 @@ SERVER_SAMPLES: list[m.Message] = [
     m.AccountStatus(True),
     m.MessageDeleted(9001, "bob", "room", "lobby", "teacher"),
     m.MessageEdited(9001, "bob", "direct", "alice", "fixed the typo", 1_700_000_100.5),
+    m.UserTyping("bob", "Bob B", "direct", "alice"),
     m.Bye("shutdown", "the server is shutting down"),
 ]
 AUTH_ONLY = sorted(set(m.CLIENT_MESSAGES) - PRE_AUTH_REQUESTS)
