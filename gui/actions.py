@@ -148,8 +148,7 @@ class Actions:
         """Delete a message for everyone, once confirmed. The MessageDeleted event takes it
         out of every window that shows it; the answer does the same here in case the event
         does not come (taking out a message already gone changes nothing)."""
-        key = next((c.key for c in self.state.conversations.values() if entry in c.entries),
-                   None)
+        key = self._key_holding(entry)
         if key is None or not self.state.may_delete(entry):
             return
         whose = "" if entry.own else \
@@ -164,6 +163,41 @@ class Actions:
             self.win.apply(self.state.on_message_deleted(msg_id, sender, self.state.me, key))
             self.win.report("Message deleted.")
         self._request(self.session.delete_message(msg_id), deleted, "Deleting the message")
+
+    def _key_holding(self, entry: Entry) -> ConvKey | None:
+        return next((c.key for c in self.state.conversations.values() if entry in c.entries),
+                    None)
+
+    def edit_message(self, entry: Entry, text: str, on_done=None) -> None:
+        """Change the text of one of my messages for everyone. on_done(None) once it is saved
+        (or there was nothing to change), on_done(sentence) if not; the sentence is also
+        in the status bar. The MessageEdited event updates every window that shows it; the
+        answer does the same here (the same edit twice changes nothing)."""
+        done = on_done or (lambda error: None)
+        text = text.strip()
+        key = self._key_holding(entry)
+
+        def refuse(sentence: str) -> None:
+            self.win.report(sentence)
+            done(sentence)
+        if key is None or not self.state.may_edit(entry):
+            refuse("This message can no longer be edited.")
+            return
+        if text == entry.text:
+            done(None)
+            return
+        if not text:
+            refuse("A message cannot be edited to nothing: to remove it, right-click it and "
+                   "choose Delete message….")
+            return
+        msg_id = entry.msg_id
+
+        def saved(result):
+            self.win.apply(self.state.on_message_edited(msg_id, text, result.get("edited"),
+                                                         key))
+            done(None)
+        self._request(self.session.edit_message(msg_id, text), saved, "Editing the message",
+                      lambda exc: refuse(f"Editing the message failed: {describe(exc)}"))
 
     def clear(self) -> None:
         if self.state.active:

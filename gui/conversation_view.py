@@ -13,6 +13,7 @@ from .transcript import Transcript
 MEMBERS_MIN_WIDTH = 170
 MEMBERS_MAX_WIDTH = 340  # longer names are cut rather than squeeze the transcript
 COPY_LABEL = "Copy text"
+EDIT_LABEL = "Edit message…"
 DELETE_LABEL = "Delete message…"
 
 
@@ -22,10 +23,11 @@ class ConversationView(ttk.Frame):
                  on_close_room: Callable[[str], None],
                  on_open_person: Callable[[str], None],
                  on_earlier: Callable[[], None],
-                 on_delete: Callable[[Entry], None] = lambda entry: None) -> None:
+                 on_delete: Callable[[Entry], None] = lambda entry: None,
+                 on_edit: Callable[[Entry], None] = lambda entry: None) -> None:
         super().__init__(master)
         self.state = state
-        self.on_delete = on_delete
+        self.on_delete, self.on_edit = on_delete, on_edit
         self.on_leave, self.on_close_room = on_leave, on_close_room
         self.on_open_person = on_open_person
         self.key: ConvKey | None = None
@@ -138,14 +140,20 @@ class ConversationView(ttk.Frame):
     # ------------------------------------------------------------------ message menu
 
     def prepare_message_menu(self, entry: Entry) -> tk.Menu:
-        """Fill the right-click menu for entry: Copy for anything, Delete only where the
-        server would allow it (so nobody is offered what would be refused)."""
+        """Fill the right-click menu for entry: Copy for anything, Edit and Delete only where
+        the server would allow them (so nobody is offered what would be refused); Edit also
+        needs a message box to edit in (not in a closed room)."""
         self.menu_entry = entry
         menu = self.message_menu
         menu.delete(0, "end")
         menu.add_command(label=COPY_LABEL, command=self.copy_entry)
-        if self.state.may_delete(entry):
+        editable = (self.state.may_edit(entry) and self.key is not None
+                    and self.state.can_send(self.key))
+        if editable or self.state.may_delete(entry):
             menu.add_separator()
+        if editable:
+            menu.add_command(label=EDIT_LABEL, command=lambda: self.on_edit(entry))
+        if self.state.may_delete(entry):
             menu.add_command(label=DELETE_LABEL, command=lambda: self.on_delete(entry))
         return menu
 

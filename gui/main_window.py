@@ -68,9 +68,12 @@ class MainWindow(ttk.Frame):
             on_leave=self.actions.leave_room, on_close_room=self.actions.close_room,
             on_open_person=lambda u: self.actions.open(("direct", u.lower())),
             on_earlier=lambda: self.actions.load_earlier(self.state.active or PUBLIC),
-            on_delete=self.actions.delete_message)
+            on_delete=self.actions.delete_message, on_edit=self.begin_edit)
         self.conversation.grid(row=0, column=0, sticky="nsew")
-        self.message_box = MessageBox(chat, fonts, palette, self.actions.send, state.max_text)
+        self.message_box = MessageBox(
+            chat, fonts, palette, self.actions.send, state.max_text,
+            on_edit=self.actions.edit_message,
+            last_own=lambda: self.state.last_editable(self.state.active or PUBLIC))
         self.message_box.grid(row=1, column=0, sticky="ew")
         self.notebook.add(chat, text="  Chat  ")
 
@@ -151,7 +154,10 @@ class MainWindow(ttk.Frame):
             for w in widgets:
                 if seq == "<Escape>" and w is self.sidebar.search:
                     continue
-                w.bind(seq, lambda e, fn=fn: (fn(), "break")[1])
+                # Escape in the message box first ends an edit, if one is under way.
+                act = self.cancel_edit_or_show_chat if (
+                    seq == "<Escape>" and w is self.message_box.text) else fn
+                w.bind(seq, lambda e, act=act: (act(), "break")[1])
 
     # ------------------------------------------------------------------ navigation
 
@@ -168,7 +174,17 @@ class MainWindow(ttk.Frame):
         self.notebook.select(self.chat_tab)
         self.message_box.focus()
 
+    def begin_edit(self, entry) -> None:
+        """Edit message…: the message's text goes into the box, under the editing bar."""
+        self.show_chat()
+        self.message_box.begin_edit(entry)
+
+    def cancel_edit_or_show_chat(self) -> None:
+        if not self.message_box.cancel_edit():
+            self.show_chat()
+
     def show_conversation(self, key: ConvKey) -> None:
+        self.message_box.cancel_edit()  # an edit belongs to the conversation it began in
         self.conversation.open(key)
         blocked = self.state.send_blocked_because(key)
         conv = self.state.conversation(key)

@@ -1,5 +1,11 @@
 """The compose box: Enter sends, Shift+Enter starts a new line, over-long text is refused
-before it is sent, with a character counter that appears near the limit."""
+before it is sent, with a character counter that appears near the limit.
+
+It also edits a message already sent (as in Telegram or Slack): the message's text comes into
+the box under a bar saying so, Enter saves, Escape (or opening another conversation) cancels
+and gives back whatever draft was in the box before. Up in an empty box edits one's last
+message. The box knows nothing of the server: on_edit(entry, text, done) does the asking and
+calls done(None) once saved or done(sentence) if not, and the text stays for another try."""
 
 from __future__ import annotations
 
@@ -7,17 +13,32 @@ import tkinter as tk
 from collections.abc import Callable
 from tkinter import ttk
 
+from parley_client.chat_state import Entry
+
 COUNTER_FROM = 0.9  # show the counter once 90 % of the limit is used
+EDIT_BAR_TEXT = "Editing message — Enter to save, Escape to cancel"
+SAVING_TEXT = "Saving the edit…"
 
 
 class MessageBox(ttk.Frame):
     def __init__(self, master, fonts, palette, on_send: Callable[[str], bool],
-                 max_text: int) -> None:
+                 max_text: int, *,
+                 on_edit: Callable[[Entry, str, Callable[[str | None], None]], None]
+                 = lambda entry, text, done: done("editing is not available"),
+                 last_own: Callable[[], Entry | None] = lambda: None) -> None:
         super().__init__(master, padding=(12, 6, 12, 10))
         self.on_send, self.max_text, self.palette = on_send, max_text, palette
+        self.on_edit, self.last_own = on_edit, last_own
+        self.editing: Entry | None = None  # the message being edited, if any
+        self.saving = False  # an edit was sent and has not been answered yet
+        self._draft = ""  # what was in the box before the edit began
         self.columnconfigure(0, weight=1)
+        self.edit_bar = ttk.Label(self, text=EDIT_BAR_TEXT, font=fonts.small,
+                                  foreground=palette.accent, padding=(2, 0, 0, 3))
+        self.edit_bar.grid(row=0, column=0, sticky="ew")
+        self.edit_bar.grid_remove()
         self.border = ttk.Frame(self, style="Card.TFrame", padding=4)
-        self.border.grid(row=0, column=0, sticky="ew")
+        self.border.grid(row=1, column=0, sticky="ew")
         self.border.columnconfigure(0, weight=1)
         self.text = tk.Text(self.border, height=3, wrap="word", font=fonts.body,
                             relief="flat", borderwidth=0, highlightthickness=0, undo=True,
@@ -30,7 +51,7 @@ class MessageBox(ttk.Frame):
                                      background=palette.bg)
         self.placeholder.bind("<Button-1>", lambda e: self.text.focus_set())
         info = ttk.Frame(self)
-        info.grid(row=1, column=0, sticky="ew")
+        info.grid(row=2, column=0, sticky="ew")
         info.columnconfigure(0, weight=1)
         self.error = ttk.Label(info, text="", foreground=palette.error)
         self.error.grid(row=0, column=0, sticky="w")
@@ -40,6 +61,7 @@ class MessageBox(ttk.Frame):
         self.text.bind("<KP_Enter>", self._on_return)
         self.text.bind("<Shift-Return>", self._newline)
         self.text.bind("<<Modified>>", self._on_modified)
+        self.text.bind("<Up>", self._on_up)
         self.apply_palette(palette)
 
     def _on_return(self, _event=None) -> str:
@@ -48,6 +70,16 @@ class MessageBox(ttk.Frame):
 
     def _newline(self, _event=None) -> str:
         self.text.insert("insert", "\n")
+        return "break"
+
+    def _on_up(self, _event=None) -> str | None:
+        """Up in an empty box edits my last message here; otherwise it moves the cursor."""
+        if self.editing is not None or self.get().strip() or not self.enabled():
+            return None
+        entry = self.last_own()
+        if entry is None:
+            return None
+        self.begin_edit(entry)
         return "break"
 
     def _on_modified(self, _event=None) -> None:
@@ -80,9 +112,14 @@ class MessageBox(ttk.Frame):
         else:
             self.placeholder.place(x=6, y=4)
 
+    def enabled(self) -> bool:
+        return str(self.text.cget("state")) == "normal"
+
     def send(self) -> bool:
+        if self.editing is not None:
+            return self._save_edit()
         text = self.get().strip()
-        if not text or str(self.text.cget("state")) == "disabled":
+        if not text or not self.enabled():
             return False
         if len(text) > self.max_text:
             self.error.configure(text=f"Too long: {len(text)} characters, the limit is "
@@ -93,6 +130,56 @@ class MessageBox(ttk.Frame):
             self.error.configure(text="")
             return True
         return False
+
+    # ------------------------------------------------------------------ editing
+
+    def begin_edit(self, entry: Entry) -> None:
+        """Put entry's text in the box to be changed; the draft there is kept for later."""
+        if self.editing is None:
+            self._draft = self.get()
+        self.editing, self.saving = entry, False
+        self.set(entry.text)
+        self.text.mark_set("insert", "end-1c")
+        self.text.edit_reset()  # Ctrl+Z must not bring the draft into the edit
+        self.error.configure(text="")
+        self.edit_bar.configure(text=EDIT_BAR_TEXT)
+        self.edit_bar.grid()
+        self.send_button.configure(text="Save")
+        self.focus()
+
+    def cancel_edit(self) -> bool:
+        """Leave edit mode, giving back the draft; False if there was no edit to leave."""
+        if self.editing is None:
+            return False
+        self.editing, self.saving = None, False
+        self.edit_bar.grid_remove()
+        self.send_button.configure(text="Send")
+        self.set(self._draft)
+        self.text.edit_reset()
+        self._draft = ""
+        return True
+
+    def _save_edit(self) -> bool:
+        entry, text = self.editing, self.get().strip()
+        if self.saving or entry is None:
+            return False
+        if len(text) > self.max_text:
+            self.error.configure(text=f"Too long: {len(text)} characters, the limit is "
+                                      f"{self.max_text}.")
+            return False
+        self.saving = True
+        self.edit_bar.configure(text=SAVING_TEXT)
+
+        def done(error: str | None) -> None:
+            if self.editing is not entry:  # cancelled, or another edit began, meanwhile
+                return
+            if error is None:
+                self.cancel_edit()
+            else:  # stay in edit mode with the text as typed, to try again or cancel
+                self.saving = False
+                self.edit_bar.configure(text=EDIT_BAR_TEXT)
+        self.on_edit(entry, text, done)
+        return True
 
     def set_enabled(self, enabled: bool, placeholder: str) -> None:
         self.text.configure(state="normal" if enabled else "disabled")
@@ -109,4 +196,5 @@ class MessageBox(ttk.Frame):
                             insertbackground=palette.fg, selectbackground=palette.select_bg)
         self.placeholder.configure(background=palette.bg, foreground=palette.muted)
         self.error.configure(foreground=palette.error)
+        self.edit_bar.configure(foreground=palette.accent)
         self.update_counter()

@@ -20,6 +20,7 @@ from .theme import Palette, sender_colour
 
 MAX_RENDERED = 500
 UNREAD_RULE = "─" * 14  # the "New messages" divider, drawn with box-drawing characters
+EDITED_MARK = " (edited)"  # after the text of a message its sender changed
 
 
 def day_label(ts: float, now: float | None = None) -> str:
@@ -78,6 +79,7 @@ class Transcript(ttk.Frame):
         t.tag_configure("day", font=f.heading, foreground=pal.muted, justify="center",
                         spacing1=14, spacing3=4)
         t.tag_configure("pending", foreground=pal.muted)
+        t.tag_configure("edited", font=f.small, foreground=pal.muted)
         t.tag_configure("status", font=f.small, foreground=pal.muted)
         t.tag_configure("failed", font=f.small, foreground=pal.error, underline=True)
         t.tag_bind("failed", "<Enter>", lambda e: t.configure(cursor="hand2"))
@@ -241,60 +243,68 @@ class Transcript(ttk.Frame):
             t.insert("end", f"{e.text}  ·  {time.strftime('%H:%M', time.localtime(e.ts))}\n",
                      ("notice",))
             return
-        band = ("own",) if e.own else ("mention",) if e.mention else ()
+        band = _band(e)
         if not e_continues:
             colour = "name_own" if e.own else f"name{self._colour_index(e.sender)}"
             t.insert("end", e.sender_display or e.sender, ("header", "name", colour, *band))
             stamp = time.strftime("%H:%M", time.localtime(e.ts))
             extra = "  ·  delivered while you were away" if e.delayed else ""
             t.insert("end", f"   {stamp}{extra}\n", ("header", "time", *band))
-        body = ("body", f"b{e.local_id}", *band)
-        if e.status == "pending":
-            body += ("pending",)
-        t.insert("end", e.text, body)
-        self._insert_status(e, "end")
-        t.insert("end", "\n", body)
+        self._insert_body(e, "end", band)
 
     def _colour_index(self, user: str) -> int:
         colour = sender_colour(self.palette, user)
         return self.palette.senders.index(colour)
 
-    def _insert_status(self, e: Entry, index: str) -> None:
+    def _insert_body(self, e: Entry, index: str, band: tuple[str, ...]) -> None:
+        """A message's text, "(edited)", its delivery status and the newline, in one insert
+        (pieces inserted one by one at a fixed index would land in reverse order)."""
         tag = f"st{e.local_id}"
+        body = ("body", f"b{e.local_id}", *band)
+        pieces: list = [e.text, body + (("pending",) if e.status == "pending" else ())]
+        if e.edited is not None:
+            pieces += [EDITED_MARK, ("edited", *band)]
         if e.status == "pending":
-            self.text.insert(index, "  sending…", ("status", tag))
+            pieces += ["  sending…", ("status", tag)]
         elif e.status == "failed":
-            self.text.insert(index, f"  ⚠ {e.error or 'not sent'} — click to retry",
-                             ("failed", tag))
+            pieces += [f"  ⚠ {e.error or 'not sent'} — click to retry", ("failed", tag)]
             self.text.tag_bind(tag, "<Button-1>", lambda ev, e=e: self.on_retry(e))
-        else:
-            self.text.insert(index, "", (tag,))
+        self.text.insert(index, *pieces, "\n", body)
 
     def update_entry(self, e: Entry) -> None:
-        """A message's delivery status changed: rewrite only its status mark."""
-        if e.local_id not in self._entries:
+        """A message changed (its delivery status, or its text after an edit): draw its body
+        again where it is, and keep the view (at the end if the reader was there)."""
+        t, body = self.text, self.text.tag_ranges(f"b{e.local_id}")
+        if e.local_id not in self._entries or not body:  # not drawn, or trimmed off the top
             return
-        t, tag = self.text, f"st{e.local_id}"
+        follow = self.at_bottom()
+        band = _band(e)
         t.configure(state="normal")
-        ranges = t.tag_ranges(tag)
-        if ranges:
-            t.delete(ranges[0], ranges[1])
-            where = ranges[0]
-        else:  # empty mark: place it before the newline that ends the body
-            body = t.tag_ranges(f"b{e.local_id}")
-            if not body:  # trimmed off the top of a long session
-                t.configure(state="disabled")
-                return
-            where = t.index(f"{body[-1]} -1c")
-        if e.status != "pending":
-            body = t.tag_ranges(f"b{e.local_id}")
-            if body:
-                t.tag_remove("pending", body[0], body[-1])
-        self._insert_status(e, where)
+        # The new body goes in before the old one, which is then deleted between two marks:
+        # inserting after it would put the next entry's mark (left gravity) before the new
+        # text, and a click there would be taken for the next entry.
+        t.mark_set("old_body", body[0])
+        t.mark_gravity("old_body", "right")
+        t.mark_set("old_body_end", body[-1])
+        self._insert_body(e, body[0], band)
+        t.delete("old_body", "old_body_end")
+        t.mark_unset("old_body", "old_body_end")
+        header = t.tag_nextrange("header", f"e{e.local_id}", body[0])
+        if header:  # an edit may have added or taken away a mention of me
+            t.tag_remove("mention", *header)
+            if "mention" in band:
+                t.tag_add("mention", *header)
         t.configure(state="disabled")
+        if follow:
+            t.see("end")
 
     def content(self) -> str:
         return self.text.get("1.0", "end-1c")
+
+
+def _band(e: Entry) -> tuple[str, ...]:
+    """The background a message is drawn on: own messages, then mentions of me."""
+    return ("own",) if e.own else ("mention",) if e.mention else ()
 
 
 def _is_entry_mark(mark: str) -> bool:

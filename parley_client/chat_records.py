@@ -20,7 +20,7 @@ class Entry:
 
     local_id: int
     kind: str  # "msg" | "notice"
-    text: str
+    text: str  # a message's current text (the latest edit)
     ts: float
     sender: str = ""
     sender_display: str = ""
@@ -30,6 +30,7 @@ class Entry:
     error: str = ""
     delayed: bool = False
     mention: bool = False
+    edited: float | None = None  # server time of its sender's last edit; None: never edited
     continues: bool = False  # shares the header of the entry before it
     unread_start: bool = False  # the first one not seen yet: "New messages" is drawn above it
 
@@ -96,6 +97,7 @@ class Transfer:
 class Change:
     """What the GUI must redraw. kind: append|entry|reload|earlier|deleted|removed|
     conversations|online|rooms|files|transfers|connection|me|notify|error|logged_out.
+    "entry" is one entry changed in place (its delivery status, or its text after an edit);
     "earlier" is a reload that keeps the entry at the top of the view where it was (older
     messages went in above it); "deleted" is a reload after a message was taken out, which
     leaves the view where the reader was (at the bottom if they were there)."""

@@ -302,17 +302,19 @@ class ChatState:
             conv.earlier = "more" if full_page else "start"
         if conv.cleared_up_to:
             conv.earlier = "none"
-        known = {e.msg_id for e in conv.entries if e.msg_id is not None}
-        added = []
+        known = {e.msg_id: e for e in conv.entries if e.msg_id is not None}
+        added, edited = [], False
         for m in messages:
             mid = m.get("msg_id")
+            if mid in known:  # held already: it may have been edited while we were away
+                edited |= self._edit(conv, known[mid], m.get("text", ""), m.get("edited"))
             if mid is None or mid in known or mid <= conv.cleared_up_to:
                 continue
             self._learn(m.get("sender", ""), m.get("sender_display", ""))
             own = self.is_me(m.get("sender", ""))
             added.append(Entry(next(self._ids), "msg", m.get("text", ""), m.get("ts", 0.0),
                                m.get("sender", ""), m.get("sender_display", ""), mid, own=own,
-                               delayed=bool(m.get("delayed"))))
+                               delayed=bool(m.get("delayed")), edited=m.get("edited")))
         entries = sorted(conv.entries + added, key=lambda e: e.ts)
         if earlier:  # asked for: keep them, and stop offering more once the window is full
             if len(entries) >= MAX_ENTRIES and conv.earlier == "more":
@@ -322,7 +324,7 @@ class ChatState:
         conv.entries = entries
         if earlier:
             changes = [Change("earlier", key)]
-        elif added or conv.earlier != was:
+        elif added or edited or conv.earlier != was:
             changes = [Change("reload", key)]
         else:
             return []
@@ -400,6 +402,52 @@ class ChatState:
             e.continues = _continues(prev, e)
             prev = e
         return [Change("deleted", conv.key), Change("conversations")]
+
+    # ------------------------------------------------------------------ editing
+
+    def may_edit(self, entry: Entry) -> bool:
+        """Whether the server would let me edit entry: my own message, confirmed by it (an
+        administrator may delete others' messages, but nobody edits them)."""
+        return (entry.kind == "msg" and entry.own and entry.msg_id is not None
+                and entry.status == "sent")
+
+    def last_editable(self, key: ConvKey) -> Entry | None:
+        """My newest message in that conversation that I may edit (Up in an empty box)."""
+        conv = self.conversations.get(key)
+        if conv is None:
+            return None
+        return next((e for e in reversed(conv.entries) if self.may_edit(e)), None)
+
+    def on_message_edited(self, msg_id: int, text: str, edited: float,
+                          key: ConvKey | None = None) -> list[Change]:
+        """A message's sender changed its text (the event, or the answer to my own edit).
+        key is where it should be; the others are searched too. A message not held, or an
+        edit already known (the answer and the event both bring it), changes nothing."""
+        convs = [self.conversations[key]] if key in self.conversations else []
+        convs += [c for c in self.conversations.values() if c.key != key]
+        for conv in convs:
+            entry = next((e for e in conv.entries if e.msg_id == msg_id), None)
+            if entry is not None:
+                mentions = conv.mentions
+                if not self._edit(conv, entry, text, edited):
+                    return []
+                changes = [Change("entry", conv.key, entry)]
+                return changes + [Change("conversations")] * (conv.mentions != mentions)
+        return []
+
+    def _edit(self, conv: Conversation, entry: Entry, text: str,
+              edited: float | None) -> bool:
+        """Give entry the text of an edit made at server time `edited`, unless it has that
+        one or a later one already. Whether it mentions me is worked out again, so the
+        highlight follows the text; if it is still counted as unread, so does the mention
+        count (an edit rings no bell: the message was announced when it came)."""
+        if edited is None or (entry.edited is not None and edited <= entry.edited):
+            return False
+        mention = (not entry.own and conv.kind != "direct" and self.is_mention(text))
+        if self._counted_unread(conv, entry):
+            conv.mentions = max(0, conv.mentions + mention - entry.mention)
+        entry.text, entry.edited, entry.mention = text, float(edited), mention
+        return True
 
     @staticmethod
     def _counted_unread(conv: Conversation, entry: Entry) -> bool:
@@ -594,6 +642,10 @@ class ChatState:
     def _ev_MessageDeleted(self, ev) -> list[Change]:
         return self.on_message_deleted(ev.msg_id, ev.sender, ev.by,
                                        self.key_of(ev.kind, ev.target, ev.sender))
+
+    def _ev_MessageEdited(self, ev) -> list[Change]:
+        return self.on_message_edited(ev.msg_id, ev.text, ev.edited,
+                                      self.key_of(ev.kind, ev.target, ev.sender))
 
     def _ev_RoomEvent(self, ev) -> list[Change]:
         return self.on_room_event(ev)

@@ -19,6 +19,7 @@ from protocol.messages import (
     FileAdded,
     FileRemoved,
     MessageDeleted,
+    MessageEdited,
     Presence,
     Renamed,
     RoomEvent,
@@ -437,3 +438,106 @@ def test_may_delete_own_confirmed_messages_or_anything_for_an_administrator():
     assert not any(st.may_delete(e) for e in (pending, failed, notice))
     st.send_ok(PUBLIC, pending, {"msg_id": 3, "ts": 2000.0})
     assert st.may_delete(pending)
+
+
+# ---------------------------------------------------------------------------- editing
+
+
+def edited(mid, sender, text, at, kind="public", target=""):
+    return MessageEdited(mid, sender, kind, target, text, at)
+
+
+def test_an_edit_replaces_the_text_in_place_once():
+    st = logged_in()
+    for mid in (1, 2, 3):
+        st.apply(msg(mid, "bob", f"m{mid}", ts=1000 + mid))
+    conv = st.conversations[PUBLIC]
+    second = conv.entries[1]
+    assert second.edited is None
+    changes = st.apply(edited(2, "bob", "m2, fixed", 1500.0))
+    assert [(c.kind, c.key, c.entry) for c in changes] == [("entry", PUBLIC, second)]
+    assert (second.text, second.edited) == ("m2, fixed", 1500.0)
+    assert [e.text for e in conv.entries] == ["m1", "m2, fixed", "m3"]  # same place
+    assert [e.continues for e in conv.entries] == [False, True, True]
+    assert st.apply(edited(2, "bob", "m2, fixed", 1500.0)) == []  # the answer, then the event
+    assert st.apply(edited(2, "bob", "an older edit", 1400.0)) == []  # late: a newer one is shown
+    assert second.text == "m2, fixed"
+    st.apply(edited(2, "bob", "m2 again", 1600.0))
+    assert (second.text, second.edited) == ("m2 again", 1600.0)
+
+
+def test_an_edit_of_an_unknown_message_changes_nothing():
+    st = logged_in()
+    st.apply(msg(1, "bob", "kept"))
+    assert st.apply(edited(99, "bob", "new text", 1500.0)) == []
+    assert st.apply(edited(7, "bob", "new text", 1500.0, kind="room", target="Dev")) == []
+    assert [(e.text, e.edited) for e in st.conversations[PUBLIC].entries] == [("kept", None)]
+    assert room_key("dev") not in st.conversations  # not made up for an edit
+
+
+def test_an_edit_is_found_wherever_the_message_is_held():
+    st = logged_in()
+    st.apply(msg(1, "alice", "to bob", kind="direct", target="bob"))
+    mine = st.conversations[direct_key("bob")].entries[0]
+    changes = st.apply(edited(1, "alice", "to bob, edited", 1500.0, kind="direct",
+                              target="bob"))
+    assert kinds(changes) == ["entry"] and changes[0].key == direct_key("bob")
+    assert mine.text == "to bob, edited"
+    assert kinds(st.on_message_edited(1, "again", 1600.0, room_key("nowhere"))) == ["entry"]
+    assert mine.text == "again"
+
+
+def test_history_brings_edits_for_new_and_held_messages():
+    st = logged_in()
+    st.apply(msg(5, "bob", "live, before the edit", ts=1005.0))
+    page = history_page([3, 4, 5])
+    page[0]["edited"] = 1200.0
+    page[1]["edited"] = None  # never edited
+    page[2].update(text="live, after the edit", edited=1300.0)
+    assert kinds(st.merge_history(PUBLIC, page)) == ["reload", "conversations"]
+    conv = st.conversations[PUBLIC]
+    assert [(e.msg_id, e.text, e.edited) for e in conv.entries] == [
+        (3, "m3", 1200.0), (4, "m4", None), (5, "live, after the edit", 1300.0)]
+    assert st.merge_history(PUBLIC, page) == []  # nothing new the second time
+    del page[2]["edited"]  # an older server: no "edited" key at all
+    st.merge_history(PUBLIC, page)
+    assert conv.entries[-1].edited == 1300.0
+
+
+def test_may_edit_only_my_own_confirmed_messages_even_for_an_administrator():
+    st = logged_in()
+    st.apply(msg(1, "bob", "theirs"))
+    st.apply(msg(2, "alice", "mine"))
+    theirs, mine = st.conversations[PUBLIC].entries
+    pending, _ = st.add_pending(PUBLIC, "on its way")
+    failed, _ = st.add_pending(PUBLIC, "lost")
+    st.send_failed(PUBLIC, failed, "not sent")
+    st.notice(PUBLIC, "Bob is online")
+    notice = st.conversations[PUBLIC].entries[-1]
+    assert st.may_edit(mine) and not st.may_edit(theirs)
+    assert not any(st.may_edit(e) for e in (pending, failed, notice))
+    assert st.last_editable(PUBLIC) is mine  # the newest I may edit, not the pending ones
+    st.is_admin = True
+    assert not st.may_edit(theirs)  # administrators delete; they do not edit
+    st.send_ok(PUBLIC, pending, {"msg_id": 3, "ts": 2000.0})
+    assert st.may_edit(pending) and st.last_editable(PUBLIC) is pending
+    assert st.last_editable(direct_key("nobody")) is None
+
+
+def test_an_edit_that_adds_or_removes_a_mention_keeps_the_counts_right():
+    st = logged_in()
+    st.open(room_key("dev"))
+    st.apply(msg(1, "bob", "lunch?"))
+    st.apply(msg(2, "bob", "anyone"))
+    conv = st.conversations[PUBLIC]
+    assert (conv.unread, conv.mentions) == (2, 0)
+    changes = st.apply(edited(1, "bob", "lunch, @alice?", 1500.0))
+    assert kinds(changes) == ["entry", "conversations"]  # the badge changes
+    assert "notify" not in kinds(changes)  # an edit rings no bell
+    assert conv.entries[0].mention and (conv.unread, conv.mentions) == (2, 1)
+    st.apply(edited(1, "bob", "lunch, anyone?", 1600.0))
+    assert not conv.entries[0].mention and (conv.unread, conv.mentions) == (2, 0)
+
+    st.open(PUBLIC)  # read now: the highlight follows the text, the counts stay at zero
+    st.apply(edited(2, "bob", "anyone, Alice?", 1800.0))
+    assert conv.entries[1].mention and (conv.unread, conv.mentions) == (0, 0)

@@ -12,7 +12,7 @@ from serverutil import running_server
 from test_gui_app import Peer, close_app, open_app, transcript, type_and_send
 from xvfb import pump_until
 
-from gui.conversation_view import COPY_LABEL, DELETE_LABEL
+from gui.conversation_view import COPY_LABEL, DELETE_LABEL, EDIT_LABEL
 from parley_client.chat_state import PUBLIC
 from parley_server.policy import Limits, Policy
 from protocol.messages import MessageDeleted
@@ -115,7 +115,7 @@ def test_deleting_my_own_message_takes_it_away_for_everyone(tk_root, tmp_path, s
         shown_entry(app, "keep this one")
         questions = asked(app)
         menu = right_click(app, entry)
-        assert labels(menu) == [COPY_LABEL, DELETE_LABEL]
+        assert labels(menu) == [COPY_LABEL, EDIT_LABEL, DELETE_LABEL]
         choose(app, menu, DELETE_LABEL)
         assert questions == ["Delete this message for everyone?\n\n“oops, wrong window”"]
 

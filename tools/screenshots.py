@@ -14,6 +14,8 @@ lets them talk, and writes per theme:
     <theme>-reset.png     the moderation dialog after a password reset (temporary password)
     <theme>-delete.png    the right-click menu on a message (Copy text, Delete message…), under
                           the notice left by a message an administrator removed
+    <theme>-edit.png      the message box editing alice's last message (Up in an empty box),
+                          the editing bar above it, an "(edited)" message in the transcript
     <theme>-files.png     the files tab mid-download (a large file so the bar is part-way)
 """
 
@@ -208,6 +210,44 @@ def shoot_delete(app, bob, path: Path) -> Path:
     return shot
 
 
+def shoot_edit(app, bob, path: Path) -> Path:
+    """alice corrected a time in one message (now marked "(edited)"), and is changing her
+    last one: Up in the empty box put it there, under the editing bar."""
+    from xvfb import screenshot
+
+    root = app.root
+    main = app.main
+    view, box = main.conversation.transcript, main.message_box
+    main.actions.open(("public", ""))
+    entries = app.state.conversations[("public", "")].entries
+
+    def sent(text):
+        box.set(text)
+        box.send()
+        pump(root, lambda: any(e.text == text and e.msg_id for e in entries))
+        return next(e for e in entries if e.text == text)
+
+    standup = sent("Standup moved to 10:15 tomorrow.")
+    sent("I'll bring the projector adapter.")
+    main.begin_edit(standup)
+    box.set("Standup moved to 10:30 tomorrow, same room.")
+    box.send()
+    pump(root, lambda: "10:30 tomorrow, same room. (edited)" in view.content()
+         and box.editing is None)
+    bob.send("public", "", "Thanks — 10:30 works for me.").result(WAIT)
+    pump(root, lambda: "10:30 works" in view.content())
+    box.set("")
+    box.text.focus_force()
+    box.text.event_generate("<Up>")
+    pump(root, lambda: box.editing is not None)
+    box.text.insert("end-1c -1c", " and the HDMI cable")
+    settle(root, 0.3)
+    shot = screenshot(path, widget=root)
+    box.cancel_edit()
+    main.report("")
+    return shot
+
+
 def shoot(theme: str, out: Path, tmp_path: Path) -> list[Path]:
     import tkinter as tk
 
@@ -260,6 +300,7 @@ def shoot(theme: str, out: Path, tmp_path: Path) -> list[Path]:
         shots.append(shoot_password(app, out / f"{theme}-password.png"))
         shots.append(shoot_reset(app, srv, out / f"{theme}-reset.png"))
         shots.append(shoot_delete(app, peers[0], out / f"{theme}-delete.png"))
+        shots.append(shoot_edit(app, peers[0], out / f"{theme}-edit.png"))
 
         app.main.show_files()
         app.main.files_view.tree.selection_set("ubuntu-24.04-desktop-amd64.iso")
