@@ -5,7 +5,8 @@
 
 Starts server.py as its own process (temp data and files dirs, a few shared files of 1-20 MiB),
 then worker processes that each drive their share of the users with real ClientSession objects
-(bench/soak_client.py): public, direct and room messages, joining and leaving rooms, reading
+(bench/soak_client.py): public, direct and room messages (each after a typing notice), editing
+one's last message, deleting one's last public message, joining and leaving rooms, reading
 lists and history, logging out or dropping the connection and coming back later, uploads and
 downloads (hash-checked); plus a junk worker opening broken connections a few times a second.
 
@@ -424,6 +425,9 @@ def report(args, records, junk_counts, base, start, end, server_rc, stuck, wind_
         ("misdelivered / unknown tags / untagged", f"{f['misdelivered']} / {f['unknown_tags']}"
          f" / {f['foreign']}"),
         ("deliveries at interval edges (not judged)", f"{f['edge_pairs']}"),
+        ("notices received: typing / edited / deleted",
+         f"{counters['seen_user_typing']} / {counters['seen_message_edited']} / "
+         f"{counters['seen_message_deleted']}"),
         ("rate_limited errors", f"{rate_limited}"),
         ("other errors", ", ".join(f"{k} {n}" for k, n in other_errors.items()) or "none"),
         ("logins: register / login / resume", f"{counters['register']} / {counters['login']} / "

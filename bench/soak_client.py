@@ -59,7 +59,7 @@ MAX_ROOMS_PER_USER = 3
 MIN_OFFLINE = 1.0
 # What a user does, with weights: mostly chat, some room traffic, a little of everything else.
 ACTIONS = {"public": 18, "direct": 30, "room": 22, "join": 8, "leave": 6, "read": 8,
-           "reconnect": 4, "upload": 1, "download": 1}
+           "reconnect": 4, "upload": 1, "download": 1, "edit": 3, "delete": 1}
 SESSION_HAS_TLS = "tls" in inspect.signature(ClientSession.__init__).parameters
 WORDS = ("lunch", "meeting", "build", "green", "coffee", "deploy", "review", "ticket", "later",
          "ok", "thanks", "printer", "again", "friday", "ÿes", "naïve", "👋", "日本", "done")
@@ -140,6 +140,7 @@ class SimUser:
         # (one that ends right after reading them may not have): that is a copy, not a
         # duplicate delivery, so it is counted apart.
         self.delayed_seen: set[int] = set()
+        self.last_sent: tuple[int, str, int] | None = None  # (tag, kind, msg_id), for edit
 
     # ------------------------------------------------------------------ events
 
@@ -157,6 +158,8 @@ class SimUser:
                     self.delayed_seen.add(ev.msg_id)
         elif isinstance(ev, m.Bye):
             self.rec.counters[f"bye_{ev.code}"] += 1
+        elif isinstance(ev, m.UserTyping | m.MessageEdited | m.MessageDeleted):
+            self.rec.counters[f"seen_{ev.TYPE}"] += 1
         elif (isinstance(ev, Disconnected) and not self._closing
               and generation == self._generation):
             self._lost = f"{ev.code or '-'}: {ev.reason}"
@@ -270,6 +273,8 @@ class SimUser:
 
     def _send(self, kind: str, target: str) -> None:
         tag = next(self.tags)
+        # As a person types before sending: the notice is not waited for, errors are counted.
+        self.session.typing(kind, target).add_done_callback(self._count_typing_error)
         fut = self.session.send(kind, target, self._text(tag))
         try:
             result = fut.result(REPLY_TIMEOUT)
@@ -285,6 +290,29 @@ class SimUser:
         ack = time.time()
         self.rec.sent.append((tag, kind, target, float(result["ts"]), ack,
                               bool(result.get("stored"))))
+        self.last_sent = (tag, kind, int(result["msg_id"]))
+
+    def _count_typing_error(self, fut) -> None:
+        exc = fut.exception()
+        if exc is not None:
+            self.rec.errors[("typing", getattr(exc, "code", type(exc).__name__))] += 1
+
+    def _edit(self) -> None:
+        """Correct one's last message; its tag stays first, so a stored copy delivered later
+        (with the new text) is still counted as that message."""
+        if self.last_sent is None:
+            return self._read()
+        tag, _kind, msg_id = self.last_sent
+        self._call("edit", self.session.edit_message(msg_id, self._text(tag) + " (fixed)"))
+
+    def _delete(self) -> None:
+        """Delete one's last public message: everyone online got it when it was sent (and is
+        judged on that), whereas a direct one might still wait for an offline recipient."""
+        if self.last_sent is None or self.last_sent[1] != "public":
+            return self._read()
+        msg_id = self.last_sent[2]
+        self.last_sent = None
+        self._call("delete", self.session.delete_message(msg_id))
 
     def _read(self) -> None:
         s = self.session
@@ -389,6 +417,10 @@ class SimUser:
             self._upload()
         elif action == "download":
             self._download()
+        elif action == "edit":
+            self._edit()
+        elif action == "delete":
+            self._delete()
 
     # ------------------------------------------------------------------ phases
 
