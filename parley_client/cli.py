@@ -21,7 +21,7 @@ from protocol import APP_NAME, APP_VERSION
 from protocol import messages as m
 from protocol.join_code import decode_join_code
 
-from .cli_text import HELP, MODERATION, format_event, format_message, who
+from .cli_text import HELP, MODERATION, POLICY_WORDS, format_event, format_message, who
 from .events import Disconnected, LoggedIn, LoggedOut, SessionError
 from .session import ClientSession
 from .trust_store import TrustStore
@@ -57,7 +57,7 @@ class TerminalClient:
             "o": self.cmd_open, "or": self.cmd_open_room, "s": self.cmd_send,
             "cs": self.cmd_close_session, "cr": self.cmd_close_room, "rename": self.cmd_rename,
             "passwd": self.cmd_passwd, "delete": self.cmd_delete,
-            "edit": self.cmd_edit,
+            "edit": self.cmd_edit, "policy": self.cmd_policy,
             "history": self.cmd_history, "l": self.cmd_status, "d": self.cmd_disconnect,
             "help": self.cmd_help, "files": self.cmd_files, "get": self.cmd_get,
             "put": self.cmd_put,
@@ -387,6 +387,13 @@ class TerminalClient:
         self.need_login()
         result = self.wait(self.session.rename(rest), "rename")
         self.say(f"you are now shown as {result.get('display', rest)}")
+
+    def cmd_policy(self, args: list[str], _rest: str) -> None:
+        self.usage(args, 2, "policy private|uploads|readonly on|off")
+        self.need_login()
+        setting = POLICY_WORDS.get(args[0].lower(), args[0])
+        result = self.wait(self.session.moderate("set_policy", setting, None, args[1]), "policy")
+        self.say(result.get("done", "done"))
 
     def cmd_passwd(self, args: list[str], _rest: str) -> None:
         self.usage(args, 2, "passwd <old> <new>")

@@ -49,6 +49,7 @@ administrators only:
   mute <user> [minutes]      unmute <user>        announce <text>     rmfile <name>
   purge public|room:NAME|direct:A:B               op <user> | deop <user>
   resetpw <user>             give a user who forgot theirs a temporary password
+  policy private|uploads|readonly on|off          switch until the server restarts
   x | ex | \\quit             exit
   help                       this text"""
 
@@ -58,6 +59,11 @@ MODERATION = {"kick": "kick", "ban": "ban", "unban": "unban", "mute": "mute",
               "unmute": "unmute", "announce": "announce", "rmfile": "remove_file",
               "purge": "purge", "op": "op", "deop": "deop",
               "resetpw": "reset_password"}
+
+
+# policy word -> the setting an administrator switches while the server runs
+POLICY_WORDS = {"private": "private_messages", "uploads": "uploads",
+                "readonly": "public_read_only"}
 
 
 def who(name: str, display: str | None) -> str:
@@ -87,6 +93,15 @@ def format_message(msg: m.ChatMessage | dict, me: str | None, *, with_time: bool
     return f"[{where}] {stamp}{who(sender, get('sender_display'))}: {get('text', '')}{mark}"
 
 
+def describe_policy(policy: dict) -> str:
+    """The switches an administrator flips during a lesson, as one line."""
+    def onoff(key: str, default: bool) -> str:
+        return "on" if policy.get(key, default) else "off"
+    return (f"private messages {onoff('private_messages', True)}, "
+            f"uploads {onoff('uploads', True)}, "
+            f"read-only public room {onoff('public_read_only', False)}")
+
+
 def format_event(event: object, me: str | None) -> str | None:
     """The line to print for an incoming event, or None for events a command reports itself."""
     if isinstance(event, m.ChatMessage):
@@ -109,6 +124,8 @@ def format_event(event: object, me: str | None) -> str | None:
         return f"* shared file {event.name} was removed"
     if isinstance(event, m.Error):
         return f"error: {event.message}"
+    if isinstance(event, m.PolicyChanged):
+        return "* the server's policy changed: " + describe_policy(event.policy)
     if isinstance(event, m.UserTyping):
         return None  # a line per notice would drown the conversation
     if isinstance(event, m.MessageEdited):

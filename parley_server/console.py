@@ -21,6 +21,8 @@ HELP = """commands:
   purge public | room:NAME | direct:A:B     bans         list active bans
   op <user> / deop <user>  make / unmake an administrator
   passwd <user> reset a forgotten password (prints a temporary one)
+  policy        the policy now; policy private|uploads|readonly on|off  switch one
+                until the server restarts (policy.toml or flags set the start)
   audit [n]     the last n audit log entries
   help          this list"""
 
@@ -28,6 +30,11 @@ HELP = """commands:
 MODERATION = {"ban": "ban", "unban": "unban", "mute": "mute", "unmute": "unmute",
               "announce": "announce", "rm": "remove_file", "purge": "purge", "op": "op",
               "deop": "deop", "passwd": "reset_password"}
+
+
+# console word -> policy setting that changes live (moderation.LIVE_SETTINGS)
+POLICY_WORDS = {"private": "private_messages", "uploads": "uploads",
+                "readonly": "public_read_only"}
 
 
 class AdminConsole:
@@ -80,6 +87,27 @@ class AdminConsole:
             self._print(f"temporary password: {private['temporary_password']}  (give it to "
                         f"{target}; they log in with it, then change it)")
 
+    def _policy(self, arg: str) -> None:
+        from .moderation import LIVE_SETTINGS, ModerationError
+
+        words = arg.split()
+        if not words:
+            policy = self.server.config.policy
+            for name, label in LIVE_SETTINGS.items():
+                self._print(f"{label:<24} {'on' if getattr(policy, name) else 'off'}")
+            return
+        if len(words) != 2:
+            self._print("error: policy private|uploads|readonly on|off")
+            return
+        name = POLICY_WORDS.get(words[0].lower(), words[0])
+        try:
+            done, _private = self.server.moderation.perform("console", "set_policy", name,
+                                                            None, words[1])
+        except ModerationError as exc:
+            self._print(f"error: {exc.message}")
+            return
+        self._print(done)
+
     def execute(self, line: str) -> bool:
         """Run one console line. Returns False once the console should stop."""
         if not line:
@@ -126,6 +154,8 @@ class AdminConsole:
                 self._print(f"error: no room named {arg!r}")
             else:
                 self._print(" ".join(members) or "(empty)")
+        elif cmd == "policy":
+            self._policy(arg)
         elif cmd in ("kick", "say") or cmd in MODERATION:
             self._moderate(cmd, arg)
         elif cmd == "bans":

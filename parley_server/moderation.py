@@ -4,6 +4,7 @@ written to the audit log in the data dir."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import threading
 import time
@@ -250,6 +251,25 @@ class Moderation:
             client.disconnect("password_reset", f"your password was reset by {_who(actor)}")
         return f"reset the password of {name}", {"temporary_password": password}
 
+    def _set_policy(self, actor, target, minutes, text) -> str:
+        """A switch a teacher flips during a lesson (an exam: no private messages). It lasts
+        until the server stops; policy.toml or a flag sets what it starts with."""
+        if target not in LIVE_SETTINGS:
+            raise ModerationError("bad_message", "the settings that change while the server runs "
+                                  f"are {', '.join(LIVE_SETTINGS)}")
+        value = {"on": True, "off": False}.get(text.strip().lower())
+        if value is None:
+            raise ModerationError("bad_message", "set a setting on or off")
+        server = self.server
+        with server.lock:
+            # A new Policy rather than a changed one: whoever holds the old one (a request
+            # half-way through, or whoever passed it in) sees a consistent policy.
+            server.config.policy = dataclasses.replace(server.config.policy, **{target: value})
+            server.hello_facts = None  # the hello reply tells the policy too
+            wire = server.config.policy.to_wire()
+        server.broadcast(m.PolicyChanged(wire))
+        return f"{LIVE_SETTINGS[target]}: {'on' if value else 'off'} (until the server restarts)"
+
     def _notice_to(self, client, text: str) -> None:
         """A direct message from SERVER (stored, so it has a real id and shows in history)."""
         if client.user is None:
@@ -261,4 +281,7 @@ class Moderation:
 
 
 ACTIONS = ("kick", "ban", "unban", "mute", "unmute", "announce", "remove_file", "purge", "op",
-           "deop", "reset_password")
+           "deop", "reset_password", "set_policy")
+# Policy settings an administrator switches on or off while the server runs, as they read.
+LIVE_SETTINGS = {"private_messages": "private messages", "uploads": "uploads by everyone",
+                 "public_read_only": "read-only public room"}

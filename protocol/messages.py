@@ -373,6 +373,15 @@ class UserTyping(Message):
 
 
 @dataclass(frozen=True)
+class PolicyChanged(Message):
+    """An administrator changed a policy while the server runs: the whole policy as in the
+    hello reply, so a client shows or hides what it allows."""
+
+    TYPE: ClassVar[str] = "policy"
+    policy: dict
+
+
+@dataclass(frozen=True)
 class AccountStatus(Message):
     """Your own account changed while you were logged in (an administrator made you one, or
     took it back), so a client can show or hide what depends on it without a new login."""
@@ -403,7 +412,7 @@ SERVER_MESSAGES: dict[str, type[Message]] = {
     cls.TYPE: cls
     for cls in (
         Ok, Error, ChatMessage, Presence, Renamed, RoomEvent, FileAdded, FileRemoved, Ping,
-        MessageDeleted, MessageEdited, UserTyping, AccountStatus, Bye,
+        MessageDeleted, MessageEdited, UserTyping, PolicyChanged, AccountStatus, Bye,
     )
 }
 

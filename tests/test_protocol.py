@@ -138,6 +138,7 @@ SERVER_SAMPLES: list[m.Message] = [
     m.MessageDeleted(9001, "bob", "room", "lobby", "teacher"),
     m.MessageEdited(9001, "bob", "direct", "alice", "fixed the typo", 1_700_000_100.5),
     m.UserTyping("bob", "Bob B", "direct", "alice"),
+    m.PolicyChanged({"private_messages": False, "uploads": True, "limits": {"list_max": 5}}),
     m.Bye("shutdown", "the server is shutting down"),
 ]
 AUTH_ONLY = sorted(set(m.CLIENT_MESSAGES) - PRE_AUTH_REQUESTS)
