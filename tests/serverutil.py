@@ -57,6 +57,13 @@ def make_config(tmp_path: Path, **kwargs) -> ServerConfig:
     return ServerConfig(files_dir=files_dir, data_dir=data_dir, **kwargs)
 
 
+def teacher_policy(**kwargs) -> Policy:
+    """A fresh policy (a server may change its own) with "teacher" as administrator and
+    limits no test trips over by accident."""
+    return Policy(admins=["teacher"], limits=Limits(message_rate=1000, message_burst=1000),
+                  **kwargs)
+
+
 def insecure_client_context() -> ssl.SSLContext:
     """A client context that accepts any certificate: test clients do not pin."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)

@@ -7,11 +7,10 @@ import sqlite3
 
 import pytest
 import test_cli
-from serverutil import running_server
+from serverutil import running_server, teacher_policy
 from test_cli import registered
-from wireclient import ReplyError, WireClient
+from wireclient import ReplyError, WireClient, registered_clients
 
-from parley_server.policy import Limits, Policy
 from parley_server.store import Store
 from protocol import messages as m
 
@@ -20,21 +19,14 @@ clis = test_cli.clis  # the terminal-client fixture
 
 @pytest.fixture
 def srv(tmp_path):
-    policy = Policy(admins=["teacher"], limits=Limits(message_rate=1000, message_burst=1000))
-    with running_server(tmp_path, files=False, policy=policy) as s:
+    with running_server(tmp_path, files=False, policy=teacher_policy()) as s:
         yield s
 
 
 @pytest.fixture
 def people(srv):
-    clients = {}
-    for name in ("teacher", "alice", "bob", "carol"):
-        c = WireClient(srv.host, srv.port)
-        clients[name] = c
-        c.register(name)
-    yield clients
-    for c in clients.values():
-        c.close()
+    with registered_clients(srv, *("teacher", "alice", "bob", "carol")) as clients:
+        yield clients
 
 
 def edited(msg_id: int):

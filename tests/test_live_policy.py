@@ -8,34 +8,26 @@ import io
 
 import pytest
 import test_cli
-from serverutil import free_port, running_server
+from serverutil import free_port, running_server, teacher_policy
 from test_cli import registered
-from wireclient import ReplyError, WireClient
+from wireclient import ReplyError, WireClient, registered_clients
 
 from parley_server.console import AdminConsole
-from parley_server.policy import Limits, Policy
 from protocol import messages as m
 
 clis = test_cli.clis  # the terminal-client fixture
-POLICY = Policy(admins=["teacher"], limits=Limits(message_rate=1000, message_burst=1000))
 
 
 @pytest.fixture
 def srv(tmp_path):
-    with running_server(tmp_path, files=False, policy=POLICY) as s:
+    with running_server(tmp_path, files=False, policy=teacher_policy()) as s:
         yield s
 
 
 @pytest.fixture
 def people(srv):
-    clients = {}
-    for name in ("teacher", "alice", "bob"):
-        c = WireClient(srv.host, srv.port)
-        clients[name] = c
-        c.register(name)
-    yield clients
-    for c in clients.values():
-        c.close()
+    with registered_clients(srv, *("teacher", "alice", "bob")) as clients:
+        yield clients
 
 
 def switch(client: WireClient, setting: str, value: str) -> str:
@@ -122,10 +114,10 @@ def test_terminal_client_switches_and_everyone_is_told(srv, clis):
 
 def test_a_restart_goes_back_to_the_configured_policy(tmp_path):
     port = free_port()
-    with running_server(tmp_path, files=False, port=port, policy=POLICY) as srv, \
+    with running_server(tmp_path, files=False, port=port, policy=teacher_policy()) as srv, \
             WireClient(srv.host, srv.port) as teacher:
         teacher.register("teacher")
         switch(teacher, "private_messages", "off")
-    with running_server(tmp_path, files=False, port=port, policy=POLICY) as srv, \
+    with running_server(tmp_path, files=False, port=port, policy=teacher_policy()) as srv, \
             WireClient(srv.host, srv.port) as c:
         assert c.hello()["policy"]["private_messages"] is True

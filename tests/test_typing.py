@@ -4,30 +4,23 @@ server's limit on how often one is passed on."""
 from __future__ import annotations
 
 import pytest
-from serverutil import running_server
-from wireclient import ReplyError, WireClient
+from serverutil import running_server, teacher_policy
+from wireclient import ReplyError, WireClient, registered_clients
 
 import parley_server.message_commands as message_commands
-from parley_server.policy import Policy
 from protocol import messages as m
 
 
 @pytest.fixture
 def srv(tmp_path):
-    with running_server(tmp_path, files=False, policy=Policy(admins=["teacher"])) as s:
+    with running_server(tmp_path, files=False, policy=teacher_policy()) as s:
         yield s
 
 
 @pytest.fixture
 def people(srv):
-    clients = {}
-    for name in ("alice", "bob", "carol"):
-        c = WireClient(srv.host, srv.port)
-        clients[name] = c
-        c.register(name)
-    yield clients
-    for c in clients.values():
-        c.close()
+    with registered_clients(srv, *("alice", "bob", "carol")) as clients:
+        yield clients
 
 
 def typing_of(user: str):

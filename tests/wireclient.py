@@ -3,6 +3,7 @@ every byte (junk, oversize frames, a client that stops reading)."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import socket
 import time
@@ -108,3 +109,18 @@ class WireClient:
         out = [e for e in self.inbox if isinstance(e, m.ChatMessage)]
         self.inbox = [e for e in self.inbox if not isinstance(e, m.ChatMessage)]
         return out
+
+
+@contextlib.contextmanager
+def registered_clients(srv, *names: str):
+    """{name: WireClient} for a RunningServer, each registered (so logged in); all closed at
+    the end."""
+    clients: dict[str, WireClient] = {}
+    try:
+        for name in names:
+            clients[name] = WireClient(srv.host, srv.port)
+            clients[name].register(name)
+        yield clients
+    finally:
+        for c in clients.values():
+            c.close()
