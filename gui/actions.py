@@ -14,6 +14,7 @@ from tkinter import filedialog, messagebox, simpledialog
 from parley_client.chat_state import HISTORY_PAGE, PUBLIC, ConvKey, Entry, room_key
 from parley_client.moderation import purge_target
 from parley_client.password_change import refusal_sentence
+from parley_client.typing_state import TypingThrottle
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class Actions:
         self.downloads: dict[int, object] = {}  # tid -> Download thread
         self.uploads: dict[int, object] = {}  # tid -> Future
         self.cancel_requested: set[int] = set()
+        self.typing_throttle = TypingThrottle()
         # Dialog hooks: tests replace these to answer without a modal window.
         self.confirm = messagebox.askyesno
         self.ask_open_file = filedialog.askopenfilename
@@ -130,6 +132,21 @@ class Actions:
         self.win.apply(changes)
         self._send(key, entry)
         return True
+
+    def typing(self, key: ConvKey) -> None:
+        """A key changed the text in key's box: tell the others there, at most every
+        TYPING_EVERY seconds. A refusal (muted, read-only, a room left meanwhile...) is not
+        worth the user's attention: sending the message will say it if it matters."""
+        if (self.state.connection != "online" or not self.state.can_send(key)
+                or not self.typing_throttle.due(key)):
+            return
+        self._request(self.session.typing(key[0], self._wire_target(key)), lambda r: None,
+                      "Typing notice", lambda exc: log.debug("typing notice for %s not sent: %s",
+                                                             key, describe(exc)))
+
+    def stopped_typing(self, key: ConvKey) -> None:
+        """The box was emptied or its message sent: the next key tells the others at once."""
+        self.typing_throttle.reset(key)
 
     def _send(self, key: ConvKey, entry: Entry) -> None:
         self._request(self.session.send(key[0], self._wire_target(key), entry.text),

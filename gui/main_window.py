@@ -45,6 +45,7 @@ class MainWindow(ttk.Frame):
         self._dirty: set[str] = set()
         self._flush_id: str | None = None
         self._status_clear_id: str | None = None
+        self._typing_id: str | None = None  # after() for the next typing notice to run out
         self._was_online = state.connection == "online"
         self.columnconfigure(0, weight=1)
         self.rowconfigure(1, weight=1)
@@ -73,7 +74,8 @@ class MainWindow(ttk.Frame):
         self.message_box = MessageBox(
             chat, fonts, palette, self.actions.send, state.max_text,
             on_edit=self.actions.edit_message,
-            last_own=lambda: self.state.last_editable(self.state.active or PUBLIC))
+            last_own=lambda: self.state.last_editable(self.state.active or PUBLIC),
+            on_typing=self._typed)
         self.message_box.grid(row=1, column=0, sticky="ew")
         self.notebook.add(chat, text="  Chat  ")
 
@@ -179,6 +181,13 @@ class MainWindow(ttk.Frame):
         self.show_chat()
         self.message_box.begin_edit(entry)
 
+    def _typed(self, typing: bool) -> None:
+        key = self.state.active or PUBLIC
+        if typing:
+            self.actions.typing(key)
+        else:
+            self.actions.stopped_typing(key)
+
     def cancel_edit_or_show_chat(self) -> None:
         if not self.message_box.cancel_edit():
             self.show_chat()
@@ -257,7 +266,7 @@ class MainWindow(ttk.Frame):
                     self.conversation.transcript.update_entry(c.entry)
             elif c.kind == "notify":
                 self.notify(c)
-            elif c.kind in REDRAWS:
+            elif c.kind in REDRAWS or c.kind == "typing":
                 if c.key == self.state.active:
                     self._dirty.add(c.kind)
             else:
@@ -289,6 +298,8 @@ class MainWindow(ttk.Frame):
             self.conversation.refresh_header()
             if "switch" not in dirty:
                 self.show_conversation_state()
+        if dirty & {"typing", "switch", "online"}:  # online: a rename, someone gone
+            self.refresh_typing()
         if "files" in dirty:
             self.files_view.refresh()
         if "transfers" in dirty:
@@ -327,6 +338,23 @@ class MainWindow(ttk.Frame):
             can = self.state.can_send(key)
             if can != (str(self.message_box.text.cget("state")) == "normal"):
                 self.show_conversation(key)
+
+    def refresh_typing(self) -> None:
+        """Say who is typing in the open conversation, and come back when the first of those
+        notices runs out (one timer, on the Tk thread, moved each time)."""
+        if self._typing_id is not None:
+            self.after_cancel(self._typing_id)
+            self._typing_id = None
+        key = self.state.active or PUBLIC
+        self.message_box.set_typing(self.state.typing_text(key))
+        due = self.state.typing_due_in(key)
+        if due is not None:
+            # A few ms late rather than early: early, the notice would still hold.
+            self._typing_id = self.after(int(due * 1000) + 5, self._typing_due)
+
+    def _typing_due(self) -> None:
+        self._typing_id = None
+        self.refresh_typing()
 
     def apply_palette(self, palette) -> None:
         self.palette = palette
@@ -389,6 +417,9 @@ class MainWindow(ttk.Frame):
         if self._status_clear_id is not None:
             self.after_cancel(self._status_clear_id)
             self._status_clear_id = None
+        if self._typing_id is not None:
+            self.after_cancel(self._typing_id)
+            self._typing_id = None
         self.close_rooms_dialog()
         self.close_password_dialog()
         if self.admin is not None:

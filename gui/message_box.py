@@ -5,7 +5,13 @@ It also edits a message already sent (as in Telegram or Slack): the message's te
 the box under a bar saying so, Enter saves, Escape (or opening another conversation) cancels
 and gives back whatever draft was in the box before. Up in an empty box edits one's last
 message. The box knows nothing of the server: on_edit(entry, text, done) does the asking and
-calls done(None) once saved or done(sentence) if not, and the text stays for another try."""
+calls done(None) once saved or done(sentence) if not, and the text stays for another try.
+
+Above the box, where the editing bar goes, a muted line says who else is typing here
+(set_typing); the editing bar wins while editing. The line keeps its height when empty, so the
+transcript does not jump each time someone starts or stops typing. The other way round, each
+key that changes the text calls on_typing(True) (on_typing(False) once the box is emptied or
+its message sent); the window decides whether that is worth telling the server."""
 
 from __future__ import annotations
 
@@ -25,14 +31,19 @@ class MessageBox(ttk.Frame):
                  max_text: int, *,
                  on_edit: Callable[[Entry, str, Callable[[str | None], None]], None]
                  = lambda entry, text, done: done("editing is not available"),
-                 last_own: Callable[[], Entry | None] = lambda: None) -> None:
+                 last_own: Callable[[], Entry | None] = lambda: None,
+                 on_typing: Callable[[bool], None] = lambda typing: None) -> None:
         super().__init__(master, padding=(12, 6, 12, 10))
         self.on_send, self.max_text, self.palette = on_send, max_text, palette
-        self.on_edit, self.last_own = on_edit, last_own
+        self.on_edit, self.last_own, self.on_typing = on_edit, last_own, on_typing
         self.editing: Entry | None = None  # the message being edited, if any
         self.saving = False  # an edit was sent and has not been answered yet
         self._draft = ""  # what was in the box before the edit began
+        self._seen = ""  # the text when the last key was handled (did a key change it?)
         self.columnconfigure(0, weight=1)
+        self.typing_line = ttk.Label(self, text="", font=fonts.notice,
+                                     foreground=palette.muted, padding=(2, 0, 0, 3))
+        self.typing_line.grid(row=0, column=0, sticky="ew")
         self.edit_bar = ttk.Label(self, text=EDIT_BAR_TEXT, font=fonts.small,
                                   foreground=palette.accent, padding=(2, 0, 0, 3))
         self.edit_bar.grid(row=0, column=0, sticky="ew")
@@ -62,6 +73,12 @@ class MessageBox(ttk.Frame):
         self.text.bind("<Shift-Return>", self._newline)
         self.text.bind("<<Modified>>", self._on_modified)
         self.text.bind("<Up>", self._on_up)
+        # A bind tag after the Text class: its key binding runs once the key has changed the
+        # text (the widget's own bindings run before that, and Enter's stops the rest).
+        tags = self.text.bindtags()
+        self._key_tag = f"ParleyTyped{id(self)}"
+        self.text.bindtags((*tags[:2], self._key_tag, *tags[2:]))
+        self._key_command = self.text.bind_class(self._key_tag, "<KeyPress>", self._after_key)
         self.apply_palette(palette)
 
     def _on_return(self, _event=None) -> str:
@@ -84,7 +101,18 @@ class MessageBox(ttk.Frame):
 
     def _on_modified(self, _event=None) -> None:
         self.text.edit_modified(False)
+        self._seen = self.get()  # changed some other way (set, a paste with the mouse)
         self.update_counter()
+
+    def _after_key(self, _event=None) -> None:
+        text = self.get()
+        if text == self._seen:  # a key that moved the cursor, or did nothing
+            return
+        self._seen = text
+        if not text.strip():
+            self.on_typing(False)
+        elif self.editing is None and self.enabled():
+            self.on_typing(True)
 
     # ------------------------------------------------------------------ API
 
@@ -94,7 +122,12 @@ class MessageBox(ttk.Frame):
     def set(self, text: str) -> None:
         self.text.delete("1.0", "end")
         self.text.insert("1.0", text)
+        self._seen = self.get()
         self.update_counter()
+
+    def set_typing(self, sentence: str) -> None:
+        """Who else is typing here ("" for nobody); hidden under the editing bar meanwhile."""
+        self.typing_line.configure(text=sentence)
 
     def update_counter(self) -> None:
         n = len(self.get())
@@ -128,6 +161,7 @@ class MessageBox(ttk.Frame):
         if self.on_send(text):
             self.set("")
             self.error.configure(text="")
+            self.on_typing(False)  # sent: the next key starts a new notice
             return True
         return False
 
@@ -143,6 +177,7 @@ class MessageBox(ttk.Frame):
         self.text.edit_reset()  # Ctrl+Z must not bring the draft into the edit
         self.error.configure(text="")
         self.edit_bar.configure(text=EDIT_BAR_TEXT)
+        self.typing_line.grid_remove()
         self.edit_bar.grid()
         self.send_button.configure(text="Save")
         self.focus()
@@ -153,6 +188,7 @@ class MessageBox(ttk.Frame):
             return False
         self.editing, self.saving = None, False
         self.edit_bar.grid_remove()
+        self.typing_line.grid()
         self.send_button.configure(text="Send")
         self.set(self._draft)
         self.text.edit_reset()
@@ -197,4 +233,14 @@ class MessageBox(ttk.Frame):
         self.placeholder.configure(background=palette.bg, foreground=palette.muted)
         self.error.configure(foreground=palette.error)
         self.edit_bar.configure(foreground=palette.accent)
+        self.typing_line.configure(foreground=palette.muted)
         self.update_counter()
+
+    def destroy(self) -> None:
+        # A class binding outlives the widget (its command belongs to the root, which may
+        # live on for the next login): take both away with the box, once.
+        if self._key_command is not None:
+            self.text.unbind_class(self._key_tag, "<KeyPress>")
+            self._root().deletecommand(self._key_command)
+            self._key_command = None
+        super().destroy()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 PUBLIC = ("public", "")
+GROUP_WINDOW_S = 300.0  # consecutive messages by one sender within 5 min share a header
 
 ConvKey = tuple[str, str]
 
@@ -96,11 +97,12 @@ class Transfer:
 @dataclass(frozen=True)
 class Change:
     """What the GUI must redraw. kind: append|entry|reload|earlier|deleted|removed|
-    conversations|online|rooms|files|transfers|connection|me|notify|error|logged_out.
+    conversations|online|rooms|files|transfers|connection|me|notify|error|logged_out|typing.
     "entry" is one entry changed in place (its delivery status, or its text after an edit);
     "earlier" is a reload that keeps the entry at the top of the view where it was (older
     messages went in above it); "deleted" is a reload after a message was taken out, which
-    leaves the view where the reader was (at the bottom if they were there)."""
+    leaves the view where the reader was (at the bottom if they were there); "typing" is who is
+    typing in conversation `key` changed (someone started, stopped or went)."""
 
     kind: str
     key: ConvKey | None = None
@@ -113,3 +115,10 @@ def direct_key(user: str) -> ConvKey:
 
 def room_key(room: str) -> ConvKey:
     return ("room", room.lower())
+
+
+def continues(prev: Entry | None, entry: Entry) -> bool:
+    """Whether entry shares the header of prev: both messages, one sender, close in time."""
+    return (prev is not None and prev.kind == "msg" and entry.kind == "msg"
+            and prev.sender.lower() == entry.sender.lower()
+            and 0 <= entry.ts - prev.ts < GROUP_WINDOW_S)

@@ -16,6 +16,7 @@ import re
 import time
 
 from .chat_records import (
+    GROUP_WINDOW_S,
     PUBLIC,
     Change,
     Conversation,
@@ -23,20 +24,34 @@ from .chat_records import (
     Entry,
     RoomInfo,
     Transfer,
+    continues,
     direct_key,
     room_key,
 )
+from .message_changes import MessageChanges
+from .room_state import RoomTracking
+from .transfer_state import TransferTracking
+from .typing_state import TypingNotices, TypingTracker
 from .units import human_size
 
+__all__ = ["GROUP_WINDOW_S", "HISTORY_PAGE", "MAX_ENTRIES", "MAX_TEXT", "PUBLIC", "Change",
+           "ChatState", "Conversation", "ConvKey", "Entry", "RoomInfo", "Transfer",
+           "direct_key", "room_key"]
+
 MAX_TEXT = 4000  # the server's max_text; the hello reply may change it
-GROUP_WINDOW_S = 300.0  # consecutive messages by one sender within 5 min share a header
 MAX_ENTRIES = 2000  # per conversation: older entries fall off the client's memory
 HISTORY_PAGE = 50  # messages per history request (on open, and per "load earlier")
 
 
-class ChatState:
-    def __init__(self, max_text: int = MAX_TEXT, clock=time.time) -> None:
-        self.clock = clock
+class ChatState(MessageChanges, RoomTracking, TypingNotices, TransferTracking):
+    """The model. What happens to messages after they are sent (edits, deletes), rooms,
+    typing notices and file transfers are mixins in their own modules (message_changes.py,
+    room_state.py, typing_state.py, transfer_state.py)."""
+
+    def __init__(self, max_text: int = MAX_TEXT, clock=time.time,
+                 typing_clock=time.monotonic) -> None:
+        self.clock = clock  # message times (the server's clock is wall time too)
+        self.typing = TypingTracker(typing_clock)
         self.max_text = max_text
         self.policy: dict = {}  # the server's policy from the hello reply (what is turned off)
         self.is_admin = False
@@ -184,7 +199,7 @@ class ChatState:
 
     def _add(self, conv: Conversation, entry: Entry) -> list[Change]:
         prev = conv.entries[-1] if conv.entries else None
-        entry.continues = _continues(prev, entry)
+        entry.continues = continues(prev, entry)
         conv.entries.append(entry)
         conv.last_activity = max(conv.last_activity, entry.ts)
         changes = [Change("append", conv.key, entry)]
@@ -330,7 +345,7 @@ class ChatState:
             return []
         prev = None
         for e in conv.entries:
-            e.continues = _continues(prev, e)
+            e.continues = continues(prev, e)
             prev = e
         if conv.entries:
             conv.last_activity = max(conv.last_activity, conv.entries[-1].ts)
@@ -358,170 +373,11 @@ class ChatState:
         if key in self.conversations:
             self.conversations[key].history_state = "none"
 
-    # ------------------------------------------------------------------ deleting
-
-    def may_delete(self, entry: Entry) -> bool:
-        """Whether the server would let me delete entry: a message it has confirmed (it has
-        a msg_id) that is mine, or anyone's for an administrator."""
-        return (entry.kind == "msg" and entry.msg_id is not None and entry.status == "sent"
-                and (entry.own or self.is_admin))
-
-    def on_message_deleted(self, msg_id: int, sender: str, by: str,
-                           key: ConvKey | None = None) -> list[Change]:
-        """Take a deleted message out of whichever conversation holds it (key is where it
-        should be; the others are searched too). An administrator's removal of someone
-        else's message leaves a notice in its place; one's own just goes. A message not held
-        (never loaded, already gone) changes nothing, so this may run twice for one delete."""
-        convs = [self.conversations[key]] if key in self.conversations else []
-        convs += [c for c in self.conversations.values() if c.key != key]
-        for conv in convs:
-            i = next((i for i, e in enumerate(conv.entries) if e.msg_id == msg_id), None)
-            if i is not None:
-                return self._remove_entry(conv, i, sender, by)
-        return []
-
-    def _remove_entry(self, conv: Conversation, i: int, sender: str, by: str) -> list[Change]:
-        entry = conv.entries[i]
-        if self._counted_unread(conv, entry):
-            conv.unread -= 1
-            conv.mentions = max(0, conv.mentions - entry.mention)
-        del conv.entries[i]
-        if entry.unread_start and i < len(conv.entries):
-            conv.entries[i].unread_start = True
-        if by.lower() != sender.lower():  # a moderator's act: say so where it was
-            if self.is_me(by):
-                text = f"You removed a message from {self.display_of(sender)}."
-            elif self.is_me(sender):
-                text = f"Your message was removed by {self.display_of(by)}."
-            else:
-                text = (f"A message from {self.display_of(sender)} was removed by "
-                        f"{self.display_of(by)}.")
-            conv.entries.insert(i, Entry(next(self._ids), "notice", text, entry.ts))
-        prev = conv.entries[i - 1] if i > 0 else None
-        for e in conv.entries[i:i + 2]:  # the grouping around the gap
-            e.continues = _continues(prev, e)
-            prev = e
-        return [Change("deleted", conv.key), Change("conversations")]
-
-    # ------------------------------------------------------------------ editing
-
-    def may_edit(self, entry: Entry) -> bool:
-        """Whether the server would let me edit entry: my own message, confirmed by it (an
-        administrator may delete others' messages, but nobody edits them)."""
-        return (entry.kind == "msg" and entry.own and entry.msg_id is not None
-                and entry.status == "sent")
-
-    def last_editable(self, key: ConvKey) -> Entry | None:
-        """My newest message in that conversation that I may edit (Up in an empty box)."""
-        conv = self.conversations.get(key)
-        if conv is None:
-            return None
-        return next((e for e in reversed(conv.entries) if self.may_edit(e)), None)
-
-    def on_message_edited(self, msg_id: int, text: str, edited: float,
-                          key: ConvKey | None = None) -> list[Change]:
-        """A message's sender changed its text (the event, or the answer to my own edit).
-        key is where it should be; the others are searched too. A message not held, or an
-        edit already known (the answer and the event both bring it), changes nothing."""
-        convs = [self.conversations[key]] if key in self.conversations else []
-        convs += [c for c in self.conversations.values() if c.key != key]
-        for conv in convs:
-            entry = next((e for e in conv.entries if e.msg_id == msg_id), None)
-            if entry is not None:
-                mentions = conv.mentions
-                if not self._edit(conv, entry, text, edited):
-                    return []
-                changes = [Change("entry", conv.key, entry)]
-                return changes + [Change("conversations")] * (conv.mentions != mentions)
-        return []
-
-    def _edit(self, conv: Conversation, entry: Entry, text: str,
-              edited: float | None) -> bool:
-        """Give entry the text of an edit made at server time `edited`, unless it has that
-        one or a later one already. Whether it mentions me is worked out again, so the
-        highlight follows the text; if it is still counted as unread, so does the mention
-        count (an edit rings no bell: the message was announced when it came)."""
-        if edited is None or (entry.edited is not None and edited <= entry.edited):
-            return False
-        mention = (not entry.own and conv.kind != "direct" and self.is_mention(text))
-        if self._counted_unread(conv, entry):
-            conv.mentions = max(0, conv.mentions + mention - entry.mention)
-        entry.text, entry.edited, entry.mention = text, float(edited), mention
-        return True
-
-    @staticmethod
-    def _counted_unread(conv: Conversation, entry: Entry) -> bool:
-        """Whether entry is one of the conv.unread messages counted as not seen: those are
-        the newest messages from others (the count starts again whenever it is looked at)."""
-        if conv.unread <= 0 or entry.own or entry.kind != "msg":
-            return False
-        left = conv.unread
-        for e in reversed(conv.entries):
-            if e.kind == "msg" and not e.own:
-                if e is entry:
-                    return True
-                left -= 1
-                if left == 0:
-                    return False
-        return False
-
     def pending_entries(self) -> list[tuple[ConvKey, Entry]]:
         return [(c.key, e) for c in self.conversations.values() for e in c.entries
                 if e.status == "pending"]
 
-    # ------------------------------------------------------------------ rooms
-
-    def set_room(self, result: dict, joined: bool | None = None) -> list[Change]:
-        """From a join_room or room_members answer."""
-        name = result["room"]
-        info = self.rooms.setdefault(name.lower(), RoomInfo(name))
-        info.name, info.creator, info.closed = name, result.get("creator", ""), False
-        info.members = {}
-        for m in result.get("members", []):
-            self._learn(m["name"], m.get("display", ""))
-            info.members[m["name"].lower()] = m.get("display") or m["name"]
-        if joined is not None:
-            info.joined = joined
-        changes = [Change("rooms", room_key(name))]
-        if info.joined:
-            conv = self.conversation(room_key(name))
-            conv.title = name
-            changes.append(Change("conversations"))
-        return changes
-
-    def i_created(self, room: str) -> bool:
-        info = self.rooms.get(room.lower())
-        return bool(info and info.joined and self.is_me(info.creator))
-
-    def left_room(self, room: str) -> list[Change]:
-        info = self.rooms.get(room.lower())
-        if info:
-            info.joined = False
-        return [Change("rooms", room_key(room)), *self.remove(room_key(room))]
-
-    def on_room_event(self, ev) -> list[Change]:
-        self._learn(ev.user, ev.display)
-        key = room_key(ev.room)
-        info = self.rooms.setdefault(ev.room.lower(), RoomInfo(ev.room))
-        who = "You" if self.is_me(ev.user) else (ev.display or ev.user)
-        changes = [Change("rooms", key)]
-        if ev.event == "joined":
-            info.members[ev.user.lower()] = ev.display or ev.user
-            if self.is_me(ev.user):
-                info.joined, info.closed = True, False
-                changes.append(Change("conversations"))
-            changes += self.notice(key, f"{who} joined {info.name}")
-        elif ev.event == "left":
-            info.members.pop(ev.user.lower(), None)
-            if self.is_me(ev.user):
-                return changes + self.left_room(ev.room)
-            changes += self.notice(key, f"{who} left {info.name}")
-        elif ev.event == "closed":
-            info.members.clear()
-            info.joined, info.closed = False, True
-            changes += self.notice(key, f"{who} closed the room {info.name}. "
-                                        "Messages can no longer be sent here.")
-        return changes
+    # ------------------------------------------------------------------ what may be sent
 
     def can_send(self, key: ConvKey) -> bool:
         return self.send_blocked_because(key) is None
@@ -558,45 +414,6 @@ class ChatState:
                                            f"({human_size(ev.file.get('size', 0))})")
         return changes
 
-    # ------------------------------------------------------------------ transfers
-
-    def new_transfer(self, direction: str, name: str, size: int = 0) -> Transfer:
-        t = Transfer(next(self._ids), direction, name, size, started=time.monotonic())
-        self.transfers[t.tid] = t
-        return t
-
-    def on_download_progress(self, tid: int, p) -> list[Change]:
-        t = self.transfers.get(tid)
-        if t is None or (t.finished and p.state not in ("done", "failed", "cancelled")):
-            return []
-        t.done, t.size, t.rate_bps, t.eta_s = p.received, p.size or t.size, p.rate_bps, p.eta_s
-        t.state, t.message = p.state, p.message or ""
-        t.path, t.transport = str(p.path or ""), p.transport or ""
-        return [Change("transfers")]
-
-    def on_upload_progress(self, tid: int, sent: int, total: int) -> list[Change]:
-        t = self.transfers.get(tid)
-        if t is None or t.finished:
-            return []
-        elapsed = max(time.monotonic() - t.started, 1e-3)
-        t.done, t.size, t.state = sent, total, "running"
-        t.rate_bps = sent / elapsed
-        t.eta_s = (total - sent) / t.rate_bps if t.rate_bps else None
-        return [Change("transfers")]
-
-    def finish_transfer(self, tid: int, state: str, message: str = "") -> list[Change]:
-        t = self.transfers.get(tid)
-        if t is None:
-            return []
-        t.state, t.message = state, message
-        if state == "done":
-            t.done = t.size
-        return [Change("transfers")]
-
-    def clear_finished_transfers(self) -> list[Change]:
-        self.transfers = {k: t for k, t in self.transfers.items() if not t.finished}
-        return [Change("transfers")]
-
     # ------------------------------------------------------------------ session events
 
     def apply(self, event) -> list[Change]:
@@ -605,7 +422,8 @@ class ChatState:
         return handler(event) if handler else []
 
     def _ev_ChatMessage(self, ev) -> list[Change]:
-        return self.on_message(ev)
+        key = self.key_of(ev.kind, ev.target, ev.sender)
+        return self.typing_ended(key, ev.sender) + self.on_message(ev)  # their notice ends
 
     def _ev_Presence(self, ev) -> list[Change]:
         self._learn(ev.user, ev.display)
@@ -615,6 +433,8 @@ class ChatState:
         else:
             self.online.discard(ev.user.lower())
         changes = [Change("online"), Change("conversations")]
+        if not ev.online:  # gone: whatever they were typing will not come
+            changes += [Change("typing", key) for key in self.typing.forget(ev.user)]
         if was != ev.online and not self.is_me(ev.user):
             verb = "is online" if ev.online else "went offline"
             changes += self.notice(PUBLIC, f"{ev.display or ev.user} {verb}")
@@ -638,17 +458,6 @@ class ChatState:
             return []
         self.is_admin = ev.admin
         return [Change("admin")]
-
-    def _ev_MessageDeleted(self, ev) -> list[Change]:
-        return self.on_message_deleted(ev.msg_id, ev.sender, ev.by,
-                                       self.key_of(ev.kind, ev.target, ev.sender))
-
-    def _ev_MessageEdited(self, ev) -> list[Change]:
-        return self.on_message_edited(ev.msg_id, ev.text, ev.edited,
-                                      self.key_of(ev.kind, ev.target, ev.sender))
-
-    def _ev_RoomEvent(self, ev) -> list[Change]:
-        return self.on_room_event(ev)
 
     def _ev_FileAdded(self, ev) -> list[Change]:
         return self.on_file_added(ev)
@@ -682,6 +491,7 @@ class ChatState:
         self.last_reason = ev.reason or ev.code or ""
         self.online = set()
         changes = [Change("connection"), Change("online"), Change("conversations")]
+        changes += [Change("typing", key) for key in self.typing.clear()]  # no news of them
         if not ev.will_reconnect:
             for key, entry in self.pending_entries():
                 changes += self.send_failed(key, entry, "not sent: disconnected")
@@ -703,8 +513,3 @@ class ChatState:
         self.reconnect_attempt = 0
         return [Change("connection")]
 
-
-def _continues(prev: Entry | None, entry: Entry) -> bool:
-    return (prev is not None and prev.kind == "msg" and entry.kind == "msg"
-            and prev.sender.lower() == entry.sender.lower()
-            and 0 <= entry.ts - prev.ts < GROUP_WINDOW_S)

@@ -7,7 +7,8 @@
 temporary data folder, logs in a GUI client (alice) and two plain sessions (bob, carol),
 lets them talk, and writes per theme:
     <theme>-login.png     the login window (with a remembered server)
-    <theme>-main.png      the main window mid-conversation (grouped messages, notices, badges)
+    <theme>-main.png      the main window mid-conversation (grouped messages, notices, badges),
+                          with Bob and carol typing replies (the line above the message box)
     <theme>-history.png   a room with a long past, scrolled up to "Load earlier messages"
     <theme>-moderate.png  the moderation dialog after a mute
     <theme>-password.png  the change-password dialog with a mistake it caught
@@ -92,6 +93,14 @@ def converse(app, bob, carol) -> None:
     pump(root, lambda: ("direct", "carol") in app.state.conversations
          and app.state.conversations[("direct", "carol")].unread == 2)
     pump(root, lambda: "sending…" not in app.main.conversation.transcript.content())
+
+
+def show_typing(app, peers) -> None:
+    """Bob and carol both start a reply in Public: the line above the box names them."""
+    for peer in peers:
+        peer.typing("public", "").result(WAIT)
+    pump(app.root, lambda: app.main.message_box.typing_line.cget("text")
+         == "Bob Martin and carol are typing…")
 
 
 def shoot_earlier(app, bob, carol, path: Path) -> Path:
@@ -292,8 +301,11 @@ def shoot(theme: str, out: Path, tmp_path: Path) -> list[Path]:
         pump(root, lambda: app.main is not None)
         pump(root, lambda: len(app.state.online) == 3 and len(app.state.files) == 5)
         converse(app, *peers)
+        show_typing(app, peers)
         settle(root, 0.5)
         shots.append(screenshot(out / f"{theme}-main.png", widget=root))
+        # Let the notices run out (about 6 s) so they stay out of the pictures after it.
+        pump(root, lambda: not app.state.typing_text(("public", "")), 15)
 
         shots.append(shoot_earlier(app, *peers, out / f"{theme}-history.png"))
         shots.append(shoot_moderation(app, out / f"{theme}-moderate.png"))
