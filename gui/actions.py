@@ -90,12 +90,15 @@ class Actions:
     # ------------------------------------------------------------------ conversations
 
     def open(self, key: ConvKey) -> None:
-        if key[0] == "direct" and not self.state.private_messages_allowed():
+        """Show key's conversation. While private messages are off (the live policy), no
+        new private conversation starts; one already in the list opens to be read."""
+        private_off = key[0] == "direct" and not self.state.private_messages_allowed()
+        if private_off and key not in self.state.conversations:
             self.win.report("Private messages are turned off on this server.")
             return
         changes, need_history = self.state.open(key)
         self.win.apply(changes)
-        if key[0] == "direct":
+        if key[0] == "direct" and not private_off:
             self._request(self.session.open_session(self._wire_target(key)), lambda r: None,
                           "Opening the conversation")
         if need_history:
@@ -261,6 +264,19 @@ class Actions:
                 on_done(None, describe(exc))
         self._request(self.session.moderate(action, target, minutes, text), ok, "Moderation",
                       failed)
+
+    def set_policy(self, setting: str, on: bool, on_done=None) -> bool:
+        """Switch one of the server's live policy settings (private_messages, uploads,
+        public_read_only) for everyone. Turning private messages off asks first. False if
+        nothing was sent; on_done(ok) once the server answered. The policy event that
+        follows is what changes this window, like everyone else's."""
+        if setting == "private_messages" and not on and not self.confirm(
+                "Private messages — Parley", "Turn off private messages for everyone now?",
+                parent=self.win):
+            return False
+        self.moderate("set_policy", setting, None, "on" if on else "off",
+                      on_done=lambda ok, error: on_done(ok is not None) if on_done else None)
+        return True
 
     def announce(self, text: str | None = None) -> None:
         if text is None:

@@ -1,6 +1,7 @@
-"""What an administrator sees beyond everyone else: the Admin menu, right-click menus on
-people and shared files, and the moderation dialog. Built only for admins (the login result
-says who is one), so nobody else is shown anything that would be refused.
+"""What an administrator sees beyond everyone else: the Admin menu (with the server's live
+policy switches), right-click menus on people and shared files, and the moderation dialog.
+Built only for admins (the login result says who is one), so nobody else is shown anything
+that would be refused.
 """
 
 from __future__ import annotations
@@ -10,6 +11,11 @@ import tkinter as tk
 from parley_client.moderation import BY_ACTION
 
 from .moderation_dialog import ModerationDialog
+
+# The server's live policy switches as the Admin menu names them (checked: allowed / on).
+POLICY_SWITCHES = (("private_messages", "Private messages"),
+                   ("uploads", "Uploads by everyone"),
+                   ("public_read_only", "Read-only Public"))
 
 
 def action_label(action: str) -> str:
@@ -34,6 +40,14 @@ class AdminControls:
                          command=self.actions.purge_active)
         menu.add_command(label="Remove selected files from the server…",
                          command=self.remove_selected_files)
+        menu.add_separator()
+        # Each shows the live policy: the PolicyChanged event sets it, whoever switched it.
+        self.policy_vars: dict[str, tk.BooleanVar] = {}
+        for setting, label in POLICY_SWITCHES:
+            var = tk.BooleanVar(win, value=self.state.policy_switch(setting))
+            self.policy_vars[setting] = var
+            menu.add_checkbutton(label=label, variable=var,
+                                 command=lambda s=setting: self.switch_policy(s))
         win.menu.add_cascade(label="Admin", menu=menu)
         self.menu = menu
 
@@ -84,10 +98,32 @@ class AdminControls:
             shown.show_temporary_password(target, password)
         self.actions.moderate(action, target, minutes, text, on_done=done, on_result=answered)
 
+    # ------------------------------------------------------------------ policy
+
+    def show_policy(self) -> None:
+        for setting, var in self.policy_vars.items():
+            if var.get() != self.state.policy_switch(setting):
+                var.set(self.state.policy_switch(setting))
+
+    def switch_policy(self, setting: str) -> None:
+        """A checkbutton was clicked (Tk already flipped its mark): ask the server. The mark
+        goes back if nothing was sent or the server refused."""
+        def answered(ok: bool) -> None:
+            if not ok and self.menu.winfo_exists():
+                self.show_policy()
+        if not self.actions.set_policy(setting, self.policy_vars[setting].get(), answered):
+            self.show_policy()
+
     def close(self) -> None:
         if self.dialog is not None and self.dialog.winfo_exists():
             self.dialog.destroy()
         self.dialog = None
+
+    def destroy(self) -> None:
+        """The window goes: close the dialog and free the Tk variables now, on the Tk
+        thread (see tkutil.release_variables); the menus go with the window."""
+        self.close()
+        self.policy_vars.clear()
 
     def remove(self) -> None:
         """No longer an administrator: take away everything this added."""
@@ -97,6 +133,7 @@ class AdminControls:
         self.win.files_view.tree.unbind("<Button-3>")
         for menu in (self.menu, self.person_menu, self.file_menu):
             menu.destroy()
+        self.policy_vars.clear()  # freed now, on the Tk thread (see tkutil.release_variables)
 
     # ------------------------------------------------------------------ context menus
 

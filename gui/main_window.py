@@ -195,13 +195,17 @@ class MainWindow(ttk.Frame):
     def show_conversation(self, key: ConvKey) -> None:
         self.message_box.cancel_edit()  # an edit belongs to the conversation it began in
         self.conversation.open(key)
+        self.show_composer(key)
+        if str(self.notebook.select()) == str(self.chat_tab):
+            self.message_box.focus()
+
+    def show_composer(self, key: ConvKey) -> None:
+        """The message box open for key, or disabled saying why (the draft waits)."""
         blocked = self.state.send_blocked_because(key)
         conv = self.state.conversation(key)
         hint = blocked or (f"Message {'#' if key[0] != 'direct' else '@'}{conv.title}  "
                            "(Enter to send, Shift+Enter for a new line)")
         self.message_box.set_enabled(blocked is None, hint)
-        if str(self.notebook.select()) == str(self.chat_tab):
-            self.message_box.focus()
 
     def open_rooms_dialog(self) -> None:
         if self.rooms_dialog is not None and self.rooms_dialog.winfo_exists():
@@ -310,20 +314,24 @@ class MainWindow(ttk.Frame):
             if online and not self._was_online:
                 self.actions.after_reconnect()
             self._was_online = online
-        if "admin" in dirty:
+        if dirty & {"admin", "policy"}:
             self.show_admin_state()
             self.show_conversation_state()
+        if "policy" in dirty:  # greyed conversations: the ones nobody may write in now
+            self.sidebar.refresh()
         if "error" in dirty:
             self.report(self.state.last_reason)
 
     def show_admin_state(self) -> None:
         """Admin controls, and what the policy allows only administrators, follow is_admin
-        (set at login, changed by op/deop while logged in)."""
+        (set at login, changed by op/deop while logged in) and the live policy."""
         if self.state.is_admin and self.admin is None:
             self.admin = AdminControls(self)
         elif not self.state.is_admin and self.admin is not None:
             self.admin.remove()
             self.admin = None
+        if self.admin is not None:
+            self.admin.show_policy()
         # The server's policy: show nothing that would fail.
         if self.state.uploads_allowed():
             self.files_view.upload_button.grid()
@@ -333,11 +341,11 @@ class MainWindow(ttk.Frame):
             "Upload…", state="normal" if self.state.uploads_allowed() else "disabled")
 
     def show_conversation_state(self) -> None:
+        """The open conversation's box follows what may be sent there now (a room closed,
+        made an administrator, a policy switched), without redrawing the transcript."""
         key = self.conversation.key
-        if key is not None:
-            can = self.state.can_send(key)
-            if can != (str(self.message_box.text.cget("state")) == "normal"):
-                self.show_conversation(key)
+        if key is not None and self.state.can_send(key) != self.message_box.enabled():
+            self.show_composer(key)
 
     def refresh_typing(self) -> None:
         """Say who is typing in the open conversation, and come back when the first of those
@@ -423,7 +431,7 @@ class MainWindow(ttk.Frame):
         self.close_rooms_dialog()
         self.close_password_dialog()
         if self.admin is not None:
-            self.admin.close()
+            self.admin.destroy()
         try:
             self.root.configure(menu="")
         except tk.TclError as exc:  # root already going away

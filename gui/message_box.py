@@ -39,6 +39,7 @@ class MessageBox(ttk.Frame):
         self.editing: Entry | None = None  # the message being edited, if any
         self.saving = False  # an edit was sent and has not been answered yet
         self._draft = ""  # what was in the box before the edit began
+        self._held = ""  # the draft while the box is disabled (set_enabled)
         self._seen = ""  # the text when the last key was handled (did a key change it?)
         self.columnconfigure(0, weight=1)
         self.typing_line = ttk.Label(self, text="", font=fonts.notice,
@@ -218,10 +219,27 @@ class MessageBox(ttk.Frame):
         return True
 
     def set_enabled(self, enabled: bool, placeholder: str) -> None:
+        """Allow typing, or not with placeholder saying why. A draft in the box is held
+        aside meanwhile (so the reason shows where it was) and comes back once enabled."""
+        if not enabled and self.enabled():
+            self.cancel_edit()  # an edit would be refused like a message: its draft is kept
+            self._held = self.get()
+            self.set("")
+            self.text.edit_reset()  # Ctrl+Z must not bring it back into a disabled box
         self.text.configure(state="normal" if enabled else "disabled")
         self.send_button.state(["!disabled"] if enabled else ["disabled"])
         self.placeholder.configure(text=placeholder)
+        if enabled and self._held:
+            held, self._held = self._held, ""
+            if not self.get():
+                self.set(held)
+                self.text.mark_set("insert", "end-1c")
+                self.text.edit_reset()  # nor take it away again
         self.update_counter()
+
+    def draft(self) -> str:
+        """What the user typed and has not sent, also while the box is disabled."""
+        return self.get() or self._held
 
     def focus(self) -> None:
         self.text.focus_set()

@@ -29,6 +29,7 @@ from .chat_records import (
     room_key,
 )
 from .message_changes import MessageChanges
+from .policy_state import PolicyTracking
 from .room_state import RoomTracking
 from .transfer_state import TransferTracking
 from .typing_state import TypingNotices, TypingTracker
@@ -43,17 +44,18 @@ MAX_ENTRIES = 2000  # per conversation: older entries fall off the client's memo
 HISTORY_PAGE = 50  # messages per history request (on open, and per "load earlier")
 
 
-class ChatState(MessageChanges, RoomTracking, TypingNotices, TransferTracking):
+class ChatState(MessageChanges, RoomTracking, TypingNotices, TransferTracking, PolicyTracking):
     """The model. What happens to messages after they are sent (edits, deletes), rooms,
-    typing notices and file transfers are mixins in their own modules (message_changes.py,
-    room_state.py, typing_state.py, transfer_state.py)."""
+    typing notices, file transfers and the server's policy (what may be sent) are mixins in
+    their own modules (message_changes.py, room_state.py, typing_state.py,
+    transfer_state.py, policy_state.py)."""
 
     def __init__(self, max_text: int = MAX_TEXT, clock=time.time,
                  typing_clock=time.monotonic) -> None:
         self.clock = clock  # message times (the server's clock is wall time too)
         self.typing = TypingTracker(typing_clock)
         self.max_text = max_text
-        self.policy: dict = {}  # the server's policy from the hello reply (what is turned off)
+        self.policy: dict = {}  # the server's policy (hello reply, then policy events)
         self.is_admin = False
         self.me = ""
         self.my_display = ""
@@ -377,28 +379,6 @@ class ChatState(MessageChanges, RoomTracking, TypingNotices, TransferTracking):
         return [(c.key, e) for c in self.conversations.values() for e in c.entries
                 if e.status == "pending"]
 
-    # ------------------------------------------------------------------ what may be sent
-
-    def can_send(self, key: ConvKey) -> bool:
-        return self.send_blocked_because(key) is None
-
-    def send_blocked_because(self, key: ConvKey) -> str | None:
-        """Why the server would refuse a message here (its policy, a closed room), or None."""
-        if key[0] == "room":
-            info = self.rooms.get(key[1])
-            return None if info and info.joined else "This room is closed."
-        if key[0] == "direct" and not self.private_messages_allowed():
-            return "Private messages are turned off on this server."
-        if key[0] == "public" and self.policy.get("public_read_only") and not self.is_admin:
-            return "Only administrators post in Public on this server."
-        return None
-
-    def private_messages_allowed(self) -> bool:
-        return bool(self.policy.get("private_messages", True))
-
-    def uploads_allowed(self) -> bool:
-        return bool(self.policy.get("uploads", True)) or self.is_admin
-
     # ------------------------------------------------------------------ files
 
     def set_files(self, files: list[dict]) -> list[Change]:
@@ -478,9 +458,11 @@ class ChatState(MessageChanges, RoomTracking, TypingNotices, TransferTracking):
         self.host, self.port = ev.host, ev.port
         info = getattr(ev, "server_info", None) or {}
         self.max_text = int(info.get("max_text", self.max_text))
-        self.policy = info.get("policy") or self.policy
         self.motd = info.get("motd", "") or ""
-        return [Change("connection")]
+        changes = [Change("connection")]
+        if info.get("policy"):  # after a reconnect it may differ (the server restarted)
+            changes += self.set_policy(info["policy"], tell=bool(self.me))
+        return changes
 
     def _ev_LoggedIn(self, ev) -> list[Change]:
         self.connection = "online"

@@ -11,7 +11,7 @@ from parley_client.chat_state import (
     direct_key,
     room_key,
 )
-from parley_client.events import Disconnected, LoggedIn, Reconnected, Reconnecting
+from parley_client.events import Connected, Disconnected, LoggedIn, Reconnected, Reconnecting
 from parley_client.settings import Settings, parse_server
 from parley_client.units import human_duration, human_size
 from protocol.messages import (
@@ -20,6 +20,7 @@ from protocol.messages import (
     FileRemoved,
     MessageDeleted,
     MessageEdited,
+    PolicyChanged,
     Presence,
     Renamed,
     RoomEvent,
@@ -541,3 +542,95 @@ def test_an_edit_that_adds_or_removes_a_mention_keeps_the_counts_right():
     st.open(PUBLIC)  # read now: the highlight follows the text, the counts stay at zero
     st.apply(edited(2, "bob", "anyone, Alice?", 1800.0))
     assert conv.entries[1].mention and (conv.unread, conv.mentions) == (0, 0)
+
+
+# ---------------------------------------------------------------------------- live policy
+
+OPEN_POLICY = {"private_messages": True, "uploads": True, "public_read_only": False,
+               "allowed_extensions": None}
+
+
+def switched(**switches) -> PolicyChanged:
+    return PolicyChanged({**OPEN_POLICY, **switches})
+
+
+def public_notices(st) -> list[str]:
+    return [e.text for e in st.conversations[PUBLIC].entries if e.kind == "notice"]
+
+
+def test_each_policy_switch_is_told_in_words_both_ways():
+    st = logged_in()
+    st.policy = dict(OPEN_POLICY)
+    said = []
+    for setting, off, on in (
+            ("private_messages", False, True), ("uploads", False, True),
+            ("public_read_only", True, False)):
+        for value in (off, on):
+            changes = st.apply(switched(**{setting: value}))
+            assert kinds(changes) == ["policy", "append"]
+            assert changes[1].key == PUBLIC and changes[1].entry.kind == "notice"
+            said.append(changes[1].entry.text)
+    assert said == ["Private messages are now turned off.",
+                    "Private messages are allowed again.",
+                    "Uploads are now turned off (administrators still upload).",
+                    "Uploads are allowed again.",
+                    "Only administrators can post in Public now.",
+                    "Everyone can post in Public again."]
+    assert public_notices(st) == said
+
+
+def test_a_policy_event_replaces_the_policy_and_what_may_be_sent_follows():
+    st = logged_in()
+    st.policy = dict(OPEN_POLICY)
+    dm = direct_key("bob")
+    st.apply(switched(private_messages=False, uploads=False, public_read_only=True))
+    assert st.policy["uploads"] is False
+    assert st.send_blocked_because(dm) == "Private messages are turned off on this server."
+    assert st.send_blocked_because(PUBLIC) == \
+        "Only administrators post in Public on this server."
+    assert not st.uploads_allowed() and not st.private_messages_allowed()
+    assert public_notices(st)[-1] == (
+        "Private messages are now turned off. Uploads are now turned off (administrators "
+        "still upload). Only administrators can post in Public now.")
+    st.is_admin = True  # administrators still post in Public and upload
+    assert st.can_send(PUBLIC) and st.uploads_allowed() and not st.can_send(dm)
+    st.apply(switched())
+    assert st.can_send(dm) and st.policy_switch("private_messages")
+
+
+def test_no_notice_when_none_of_the_switches_moved():
+    st = logged_in()
+    st.policy = dict(OPEN_POLICY)
+    before = len(st.conversations[PUBLIC].entries)
+    assert st.apply(switched()) == []
+    assert st.apply(switched(allowed_extensions=["pdf"])) == []  # not one of the three
+    assert st.policy["allowed_extensions"] == ["pdf"]  # replaced all the same
+    assert len(st.conversations[PUBLIC].entries) == before
+    st.policy = {}  # a server that says nothing turns nothing off: the defaults hold
+    assert st.apply(switched()) == []
+
+
+def test_private_messages_off_is_also_said_in_the_open_private_conversation():
+    st = logged_in()
+    st.policy = dict(OPEN_POLICY)
+    dm = direct_key("bob")
+    st.open(dm)
+    changes = st.apply(switched(private_messages=False))
+    assert [(c.kind, c.key) for c in changes] == [("policy", None), ("append", PUBLIC),
+                                                   ("append", dm)]
+    assert st.conversations[dm].entries[-1].text == "Private messages are now turned off."
+    changes = st.apply(switched(private_messages=False, uploads=False))
+    assert [(c.kind, c.key) for c in changes] == [("policy", None), ("append", PUBLIC)]
+
+
+def test_a_reconnect_that_finds_another_policy_says_so_the_first_connect_does_not():
+    st = ChatState()
+    info = {"max_text": 4000, "policy": {**OPEN_POLICY, "uploads": False}}
+    changes = st.apply(Connected("127.0.0.1", 5150, info))
+    assert "policy" in kinds(changes) and "append" not in kinds(changes)  # not logged in yet
+    assert not st.uploads_allowed()
+    st.apply(LoggedIn("alice", "Alice", False))
+    assert kinds(st.apply(Connected("127.0.0.1", 5150, info))) == ["connection"]
+    changes = st.apply(Connected("127.0.0.1", 5150, {"policy": OPEN_POLICY}))  # restarted
+    assert kinds(changes) == ["connection", "policy", "append"]
+    assert public_notices(st)[-1] == "Uploads are allowed again."

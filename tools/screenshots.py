@@ -17,6 +17,8 @@ lets them talk, and writes per theme:
                           the notice left by a message an administrator removed
     <theme>-edit.png      the message box editing alice's last message (Up in an empty box),
                           the editing bar above it, an "(edited)" message in the transcript
+    <theme>-policy.png    private messages turned off mid-conversation (Admin → Private
+                          messages): the notice, the box disabled saying why, carol greyed
     <theme>-files.png     the files tab mid-download (a large file so the bar is part-way)
 """
 
@@ -257,6 +259,32 @@ def shoot_edit(app, bob, path: Path) -> Path:
     return shot
 
 
+def shoot_policy(app, path: Path) -> Path:
+    """alice turns private messages off from the Admin menu while in carol's conversation:
+    the notice says so there and in Public, the box is disabled with the reason (her draft
+    waits), carol's entry in the list is greyed. Turned on again afterwards."""
+    from xvfb import screenshot
+
+    root = app.root
+    main = app.main
+    main.actions.open(("direct", "carol"))
+    pump(root, lambda: main.conversation.key == ("direct", "carol"))
+    main.message_box.set("I'll check with accounting and")
+    main.actions.confirm = lambda *a, **k: True  # "Turn off private messages…?" yes
+    menu = main.admin.menu
+    menu.invoke(menu.index("Private messages"))
+    pump(root, lambda: not main.message_box.enabled()
+         and "off" in main.status.cget("text"))
+    settle(root, 0.3)
+    shot = screenshot(path, widget=root)
+    menu.invoke(menu.index("Private messages"))
+    pump(root, lambda: main.message_box.enabled())
+    main.message_box.set("")
+    main.actions.open(("public", ""))
+    main.report("")
+    return shot
+
+
 def shoot(theme: str, out: Path, tmp_path: Path) -> list[Path]:
     import tkinter as tk
 
@@ -313,6 +341,7 @@ def shoot(theme: str, out: Path, tmp_path: Path) -> list[Path]:
         shots.append(shoot_reset(app, srv, out / f"{theme}-reset.png"))
         shots.append(shoot_delete(app, peers[0], out / f"{theme}-delete.png"))
         shots.append(shoot_edit(app, peers[0], out / f"{theme}-edit.png"))
+        shots.append(shoot_policy(app, out / f"{theme}-policy.png"))
 
         app.main.show_files()
         app.main.files_view.tree.selection_set("ubuntu-24.04-desktop-amd64.iso")
