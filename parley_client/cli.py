@@ -58,6 +58,7 @@ class TerminalClient:
             "cs": self.cmd_close_session, "cr": self.cmd_close_room, "rename": self.cmd_rename,
             "passwd": self.cmd_passwd, "delete": self.cmd_delete,
             "edit": self.cmd_edit, "policy": self.cmd_policy,
+            "search": self.cmd_search,
             "history": self.cmd_history, "l": self.cmd_status, "d": self.cmd_disconnect,
             "help": self.cmd_help, "files": self.cmd_files, "get": self.cmd_get,
             "put": self.cmd_put,
@@ -406,6 +407,10 @@ class TerminalClient:
         kind, target = self.target
         messages = self.wait(self.session.history(kind, target), "history").get("messages", [])
         self.say(f"history of {self.describe_target()}: {len(messages)} message(s)")
+        self._say_numbered(messages)
+
+    def _say_numbered(self, messages: list[dict]) -> None:
+        """History-style lines with the number that delete and edit take."""
         for msg in messages:
             self.say(f"  #{msg.get('msg_id')} "
                      + format_message(msg, self.session.user, with_time=True))
@@ -418,6 +423,18 @@ class TerminalClient:
             raise SessionError("usage", f"you have sent nothing from here to {what}; "
                                "give a number from history")
         return self.last_sent
+
+    def cmd_search(self, _args: list[str], rest: str) -> None:
+        self.usage([rest] if rest else [], 1, "search <words>")
+        self.need_login()
+        result = self.wait(self.session.search(rest), "search")
+        found = result.get("messages", [])
+        if not found:
+            self.say(f"no messages contain {rest!r}")
+            return
+        more = " (the newest; there are more)" if result.get("truncated") else ""
+        self.say(f"{len(found)} message(s) containing {rest!r}{more}:")
+        self._say_numbered(found)
 
     def cmd_delete(self, args: list[str], _rest: str) -> None:
         self.need_login()

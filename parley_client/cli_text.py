@@ -36,6 +36,7 @@ commands:
   rename <name>              change your display name
   passwd <old> <new>         change your password
   history                    recent messages of the open session/room (else public), numbered
+  search <words>             messages you can read that contain the words, newest first
   edit [#number] <text>      change your last message, or the one with that history number
   delete [number]            delete your last message, or the one with that history number
                              (administrators: anyone's)

@@ -342,6 +342,11 @@ class ClientSession:
     def rename(self, display: str) -> Future:
         return self.request(m.Rename, display=display)
 
+    def search(self, text: str, limit: int = 50) -> Future:
+        """Result: messages (dicts as in history, newest first) containing text, among those
+        one can read; truncated: true when there were more."""
+        return self.request(m.Search, text=text, limit=limit)
+
     def typing(self, kind: str, target: str) -> Future:
         """Tell the others in that conversation that I am typing (call it every few seconds
         while typing; the server passes on at most one every TYPING_EVERY seconds)."""

@@ -49,6 +49,7 @@ class ClientHandler:
         self.conn = Connection(Role.SERVER, max_frame=server.config.max_frame)
         self.uploads: set[str] = set()
         self.typing_told: dict[str, float] = {}  # conversation key -> when last passed on
+        self.searched_at = -1e9  # monotonic time of the last search (one every SEARCH_EVERY)
         self.connected_at = time.time()
         self._last_heard = time.monotonic()
         self._ping_nonce: int | None = None

@@ -1,5 +1,5 @@
-"""What one does to a message after sending it (edit, delete), and the typing notice: each
-told to whoever could see the conversation."""
+"""What one does to a message after sending it (edit, delete), the typing notice (each told
+to whoever could see the conversation), and searching what one can read."""
 
 from __future__ import annotations
 
@@ -18,6 +18,11 @@ if TYPE_CHECKING:
 # clients send one every few seconds while typing, and a faster one costs everyone else.
 TYPING_EVERY = 2.0
 TYPING_CONVERSATIONS = 32  # per connection, remembered for that limit
+# Search reads the whole history: one search per connection in this many seconds, at most
+# this many results, words of this many characters.
+SEARCH_EVERY = 0.5
+SEARCH_MAX = 200
+SEARCH_WORDS = (2, 200)
 
 
 @command(m.DeleteMessage)
@@ -122,3 +127,25 @@ def typing(h: ClientHandler, req: m.Typing) -> dict:
     elif target.lower() != h.user.lower():
         server.send_to([target], event)
     return {}
+
+
+@command(m.Search)
+def search(h: ClientHandler, req: m.Search) -> dict:
+    words = req.text.strip()
+    low, high = SEARCH_WORDS
+    if not low <= len(words) <= high:
+        raise CommandError("invalid_text", f"search for {low} to {high} characters")
+    now = time.monotonic()
+    if now - h.searched_at < SEARCH_EVERY:
+        raise CommandError("rate_limited", f"one search every {SEARCH_EVERY:g} s")
+    h.searched_at = now
+    server, key = h.server, h.user.lower()
+    with server.lock:  # the rooms one is in now: a room left is no longer searched
+        rooms = [conversation_key("room", "", r.name) for r in server.rooms.values()
+                 if key in r.members]
+    limit = max(1, min(SEARCH_MAX, req.limit))
+    found = server.store.search(words, h.user, rooms, limit + 1)
+    result: dict = {"messages": [s.to_dict() for s in found[:limit]]}
+    if len(found) > limit:
+        result["truncated"] = True
+    return result

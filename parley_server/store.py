@@ -328,6 +328,20 @@ class Store:
             (conv, before if before is not None else 2**62, limit))
         return [StoredMessage(*r) for r in reversed(rows)]
 
+    def search(self, words: str, user: str, rooms: list[str], limit: int) -> list[StoredMessage]:
+        """Messages containing words (case-insensitive for ASCII letters), newest first, among
+        what user can read: public, those rooms (conversation keys), their direct ones."""
+        pattern = "%" + words.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        key = user.lower()
+        marks = ",".join("?" * len(rooms))
+        rows = self._read(
+            "SELECT id, ts, sender, sender_display, kind, target, text, edited FROM messages"
+            " WHERE text LIKE ? ESCAPE '\\' AND (conv = 'public'"
+            + (f" OR conv IN ({marks})" if rooms else "")
+            + " OR (kind = 'direct' AND (lower(sender) = ? OR lower(target) = ?)))"
+            " ORDER BY id DESC LIMIT ?", (pattern, *rooms, key, key, limit))
+        return [StoredMessage(*r) for r in rows]
+
     def pending_for(self, user: str) -> list[StoredMessage]:
         """Stored direct messages for user, oldest first. Kept until clear_pending (the client's
         acknowledgement)."""

@@ -176,6 +176,15 @@ class Typing(Request):
 
 
 @dataclass(frozen=True)
+class Search(Request):
+    """Messages containing `text`, among those one can read, newest first."""
+
+    TYPE: ClassVar[str] = "search"
+    text: str
+    limit: int = 50
+
+
+@dataclass(frozen=True)
 class History(Request):
     TYPE: ClassVar[str] = "history"
     kind: str
@@ -404,7 +413,7 @@ CLIENT_MESSAGES: dict[str, type[Message]] = {
     for cls in (
         Hello, Register, Login, Resume, Logout, Send, ListUsers, ListOnline, ListRooms, RoomMembers,
         JoinRoom, LeaveRoom, CloseRoom, OpenSession, CloseSession, Rename, ChangePassword, History,
-        AckDelayed, DeleteMessage, EditMessage, Typing,
+        AckDelayed, DeleteMessage, EditMessage, Typing, Search,
         ListFiles, Download, UploadBegin, UploadChunk, UploadEnd, UploadAbort, Moderate, Pong,
     )
 }

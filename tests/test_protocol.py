@@ -111,6 +111,7 @@ CLIENT_SAMPLES: list[m.Message] = [
     m.DeleteMessage(127, 9001),
     m.EditMessage(128, 9001, "fixed the typo"),
     m.Typing(129, "room", "lobby"),
+    m.Search(130, "projector", 20),
     m.ListFiles(118),
     m.Download(119, "handouts/syllabus.md", 4096, 32768),
     m.UploadBegin(120, "report.pdf", 12345, "ab" * 32),
