@@ -14,6 +14,7 @@ from tkinter import filedialog, messagebox, simpledialog
 from parley_client.chat_state import HISTORY_PAGE, PUBLIC, ConvKey, Entry, room_key
 from parley_client.moderation import purge_target
 from parley_client.password_change import refusal_sentence
+from parley_client.search import refusal_sentence as search_refusal
 from parley_client.typing_state import TypingThrottle
 
 log = logging.getLogger(__name__)
@@ -218,6 +219,14 @@ class Actions:
             done(None)
         self._request(self.session.edit_message(msg_id, text), saved, "Editing the message",
                       lambda exc: refuse(f"Editing the message failed: {describe(exc)}"))
+
+    def search(self, text: str, on_done) -> None:
+        """Search the messages I can read for text: on_done(result, None) with the server's
+        answer (messages newest first, truncated when there were more), or on_done(None,
+        sentence) saying why it did not search. Only the search window reports it."""
+        self._request(self.session.search(text), lambda result: on_done(result, None),
+                      "Search", lambda exc: on_done(None, search_refusal(
+                          getattr(exc, "code", None), describe(exc))))
 
     def clear(self) -> None:
         if self.state.active:

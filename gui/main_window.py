@@ -10,6 +10,7 @@ from collections.abc import Callable
 from tkinter import ttk
 
 from parley_client.chat_state import PUBLIC, Change, ChatState, ConvKey
+from parley_client.search import to_rows
 from parley_client.settings import Settings
 
 from .actions import Actions
@@ -21,6 +22,8 @@ from .message_box import MessageBox
 from .password_dialog import APP_MENU, PasswordDialog
 from .password_dialog import MENU_LABEL as PASSWORD_MENU_LABEL
 from .rooms_dialog import RoomsDialog
+from .search_dialog import MENU_LABEL as SEARCH_MENU_LABEL
+from .search_dialog import GoToMessage, SearchDialog
 from .sidebar import Sidebar
 from .tkutil import release_variables
 from .transfers_panel import TransfersPanel
@@ -41,6 +44,8 @@ class MainWindow(ttk.Frame):
         self.actions = Actions(self)
         self.rooms_dialog: RoomsDialog | None = None
         self.password_dialog: PasswordDialog | None = None
+        self.search_dialog: SearchDialog | None = None
+        self.go_to_message = GoToMessage(self)
         self.attention_count = 0
         self._dirty: set[str] = set()
         self._flush_id: str | None = None
@@ -127,12 +132,15 @@ class MainWindow(ttk.Frame):
                          command=self.sidebar.focus_search)
         conv.add_command(label="Join or create room…", accelerator="Ctrl+J",
                          command=self.open_rooms_dialog)
+        conv.add_command(label=SEARCH_MENU_LABEL, accelerator="Ctrl+Shift+F",
+                         command=self.open_search_dialog)
         conv.add_command(label="Previous", accelerator="Alt+Up", command=lambda: self.step(-1))
         conv.add_command(label="Next", accelerator="Alt+Down", command=lambda: self.step(1))
         conv.add_separator()
         conv.add_command(label="Clear (on this computer only)", accelerator="Ctrl+L",
                          command=self.actions.clear)
         menu.add_cascade(label="Conversation", menu=conv)
+        self.conversation_menu = conv
         files = tk.Menu(menu, tearoff=False)
         files.add_command(label="Show files", accelerator="Ctrl+F", command=self.show_files)
         files.add_command(label="Upload…", accelerator="Ctrl+U", command=self.actions.upload)
@@ -147,7 +155,11 @@ class MainWindow(ttk.Frame):
                 "<Control-l>": self.actions.clear, "<Control-q>": self.on_quit,
                 "<Control-j>": self.open_rooms_dialog, "<Control-u>": self.actions.upload,
                 "<Alt-Up>": lambda: self.step(-1), "<Alt-Down>": lambda: self.step(1),
-                "<Escape>": self.show_chat, "<Control-m>": self.open_moderation}
+                "<Escape>": self.show_chat, "<Control-m>": self.open_moderation,
+                # X11 sends Ctrl+Shift+f as keysym F with Control and Shift; other platforms
+                # may keep the lower-case keysym.
+                "<Control-Shift-F>": self.open_search_dialog,
+                "<Control-Shift-f>": self.open_search_dialog}
         # Text and Entry have class bindings for some of these (Ctrl+K kills a line, Ctrl+F
         # moves a character): bind on those widgets too and stop the class binding.
         widgets = (self.root, self.message_box.text, self.sidebar.search,
@@ -248,6 +260,33 @@ class MainWindow(ttk.Frame):
             self.password_dialog.destroy()
         self.password_dialog = None
 
+    def open_search_dialog(self) -> SearchDialog:
+        """Conversation → Search messages… (Ctrl+Shift+F): one window, brought to the front
+        if it is open already."""
+        if self.search_dialog is not None and self.search_dialog.winfo_exists():
+            self.search_dialog.deiconify()
+            self.search_dialog.lift()
+            self.search_dialog.entry.focus_set()
+            self.search_dialog.entry.select_range(0, "end")
+            return self.search_dialog
+        self.search_dialog = SearchDialog(
+            self.root, self.fonts, self.palette, on_search=self.actions.search,
+            to_rows=lambda messages, query: to_rows(messages, query, self.state.me,
+                                                    self.state.display_of),
+            on_open=lambda row, tell: self.show_found(row.key, row.msg_id, tell))
+        return self.search_dialog
+
+    def close_search_dialog(self) -> None:
+        if self.search_dialog is not None and self.search_dialog.winfo_exists():
+            self.search_dialog.destroy()
+        self.search_dialog = None
+
+    def show_found(self, key: ConvKey, msg_id: int, tell=None) -> None:
+        """Open key's conversation at message msg_id (a search result), highlighted; if it
+        is older than what the conversation holds, say so (see GoToMessage)."""
+        self.notebook.select(self.chat_tab)
+        self.go_to_message.start(key, msg_id, tell)
+
     def open_moderation(self) -> None:
         if self.admin is not None:
             self.admin.open_dialog()
@@ -279,6 +318,11 @@ class MainWindow(ttk.Frame):
             self._dirty.add("switch")
         if self._dirty and self._flush_id is None:
             self._flush_id = self.after_idle(self.flush)
+
+    @property
+    def redraw_pending(self) -> bool:
+        """Changes are waiting for the next idle moment to be drawn (flush has not run)."""
+        return self._flush_id is not None
 
     def apply_kind(self, kind: str) -> None:
         self.apply([Change(kind)])
@@ -371,6 +415,8 @@ class MainWindow(ttk.Frame):
         self.banner.apply_palette(palette)
         self.status.configure(foreground=palette.muted)
         self.dark_var.set(palette.name == "dark")
+        if self.search_dialog is not None and self.search_dialog.winfo_exists():
+            self.search_dialog.apply_palette(palette)
         self.conversation.reload()
 
     def update_title(self) -> None:
@@ -428,8 +474,10 @@ class MainWindow(ttk.Frame):
         if self._typing_id is not None:
             self.after_cancel(self._typing_id)
             self._typing_id = None
+        self.go_to_message.cancel()
         self.close_rooms_dialog()
         self.close_password_dialog()
+        self.close_search_dialog()
         if self.admin is not None:
             self.admin.destroy()
         try:

@@ -21,6 +21,7 @@ from .theme import Palette, sender_colour
 MAX_RENDERED = 500
 UNREAD_RULE = "─" * 14  # the "New messages" divider, drawn with box-drawing characters
 EDITED_MARK = " (edited)"  # after the text of a message its sender changed
+FOUND_SECONDS = 2.0  # how long a message gone to from the search window stays highlighted
 
 
 def day_label(ts: float, now: float | None = None) -> str:
@@ -61,6 +62,7 @@ class Transcript(ttk.Frame):
         self.render_all = False
         self._source: list[Entry] = []
         self._earlier = "unknown"
+        self._found_id: str | None = None  # after() that takes the "found" highlight away
         self.apply_palette(palette)
 
     def apply_palette(self, pal: Palette) -> None:
@@ -95,6 +97,8 @@ class Transcript(ttk.Frame):
         t.tag_configure("name_own", foreground=pal.accent)
         for i, colour in enumerate(pal.senders):
             t.tag_configure(f"name{i}", foreground=colour)
+        t.tag_configure("found", background=pal.select_bg)
+        t.tag_raise("found")  # over the own and mention bands
         t.tag_raise("sel")
 
     # ------------------------------------------------------------------ rendering
@@ -300,6 +304,42 @@ class Transcript(ttk.Frame):
 
     def content(self) -> str:
         return self.text.get("1.0", "end-1c")
+
+    # ------------------------------------------------------------------ search results
+
+    def highlight(self, entry: Entry, seconds: float = FOUND_SECONDS) -> bool:
+        """Scroll to a message (one the search window went to) and mark it, its header and
+        text, for a few seconds. False if this conversation does not hold it. One held but
+        not drawn (beyond MAX_RENDERED) is drawn first, with all the others held."""
+        t = self.text
+        if entry.local_id not in self._entries:
+            if not any(e is entry for e in self._source):
+                return False
+            self.render_all = True
+            self.show(self._source, self._earlier)
+        body = t.tag_ranges(f"b{entry.local_id}")
+        if not body:
+            return False
+        header = t.tag_nextrange("header", f"e{entry.local_id}", body[0])
+        start = header[0] if header else body[0]
+        self._unhighlight()
+        t.tag_add("found", start, body[-1])
+        t.see(body[-1])
+        t.see(start)  # a message taller than the view shows from its start
+        self._found_id = self.after(int(seconds * 1000), self._unhighlight)
+        return True
+
+    def _unhighlight(self) -> None:
+        if self._found_id is not None:
+            self.after_cancel(self._found_id)
+            self._found_id = None
+        self.text.tag_remove("found", "1.0", "end")
+
+    def destroy(self) -> None:
+        if self._found_id is not None:
+            self.after_cancel(self._found_id)
+            self._found_id = None
+        super().destroy()
 
 
 def _band(e: Entry) -> tuple[str, ...]:

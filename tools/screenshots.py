@@ -19,6 +19,9 @@ lets them talk, and writes per theme:
                           the editing bar above it, an "(edited)" message in the transcript
     <theme>-policy.png    private messages turned off mid-conversation (Admin → Private
                           messages): the notice, the box disabled saying why, carol greyed
+    <theme>-search.png    Conversation → Search messages… for "mockups": results from Public,
+                          a room and a private conversation; the room's one opened behind it,
+                          highlighted in the transcript
     <theme>-files.png     the files tab mid-download (a large file so the bar is part-way)
 """
 
@@ -285,6 +288,36 @@ def shoot_policy(app, path: Path) -> Path:
     return shot
 
 
+def shoot_search(app, bob, path: Path) -> Path:
+    """alice searches for "mockups" and double-clicks the result from #design: the room
+    opens behind the search window with that message highlighted."""
+    from xvfb import screenshot
+
+    root = app.root
+    main = app.main
+    bob.send("room", "design", "Mockups v2 are up: header spacing fixed, new icons for the "
+             "sidebar and a darker banner.").result(WAIT)
+    bob.send("room", "design", "Next: the settings page.").result(WAIT)
+    # carol was muted in the moderation picture: bob writes privately instead.
+    bob.send("direct", "alice", "Loved the mockups — much easier to read.").result(WAIT)
+    main.actions.open(("public", ""))
+    dialog = main.open_search_dialog()
+    dialog.geometry("840x320+250+370")  # below the room's messages: the highlight shows
+    dialog.query_var.set("mockups")
+    dialog.search_button.invoke()
+    pump(root, lambda: not dialog.busy and dialog.rows)
+    index = next(i for i, r in enumerate(dialog.rows) if r.where == "#design")
+    dialog.tree.selection_set(str(index))
+    dialog.open_selected()
+    transcript = main.conversation.transcript.text
+    pump(root, lambda: transcript.tag_ranges("found"))
+    settle(root, 0.3)
+    shot = screenshot(path, widget=root)
+    main.close_search_dialog()
+    main.actions.open(("public", ""))
+    return shot
+
+
 def shoot(theme: str, out: Path, tmp_path: Path) -> list[Path]:
     import tkinter as tk
 
@@ -342,6 +375,7 @@ def shoot(theme: str, out: Path, tmp_path: Path) -> list[Path]:
         shots.append(shoot_delete(app, peers[0], out / f"{theme}-delete.png"))
         shots.append(shoot_edit(app, peers[0], out / f"{theme}-edit.png"))
         shots.append(shoot_policy(app, out / f"{theme}-policy.png"))
+        shots.append(shoot_search(app, peers[0], out / f"{theme}-search.png"))
 
         app.main.show_files()
         app.main.files_view.tree.selection_set("ubuntu-24.04-desktop-amd64.iso")
