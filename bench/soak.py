@@ -5,10 +5,11 @@
 
 Starts server.py as its own process (temp data and files dirs, a few shared files of 1-20 MiB),
 then worker processes that each drive their share of the users with real ClientSession objects
-(bench/soak_client.py): public, direct and room messages (each after a typing notice), editing
-one's last message, deleting one's last public message, joining and leaving rooms, reading
-lists and history, logging out or dropping the connection and coming back later, uploads and
-downloads (hash-checked); plus a junk worker opening broken connections a few times a second.
+(bench/soak_client.py): public, direct and room messages (each after a typing notice),
+editing one's last message, deleting one's last public message, searching, joining and leaving
+rooms, reading lists and history, logging out or dropping the connection and coming back later,
+uploads and downloads (hash-checked); plus a junk worker opening broken connections a few times
+a second.
 
 Every message carries a unique tag, so at the end every delivery that was owed can be checked:
   * the sender's own echo, always;

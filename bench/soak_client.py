@@ -59,7 +59,7 @@ MAX_ROOMS_PER_USER = 3
 MIN_OFFLINE = 1.0
 # What a user does, with weights: mostly chat, some room traffic, a little of everything else.
 ACTIONS = {"public": 18, "direct": 30, "room": 22, "join": 8, "leave": 6, "read": 8,
-           "reconnect": 4, "upload": 1, "download": 1, "edit": 3, "delete": 1}
+           "reconnect": 4, "upload": 1, "download": 1, "edit": 3, "delete": 1, "search": 1}
 SESSION_HAS_TLS = "tls" in inspect.signature(ClientSession.__init__).parameters
 WORDS = ("lunch", "meeting", "build", "green", "coffee", "deploy", "review", "ticket", "later",
          "ok", "thanks", "printer", "again", "friday", "ÿes", "naïve", "👋", "日本", "done")
@@ -421,6 +421,8 @@ class SimUser:
             self._edit()
         elif action == "delete":
             self._delete()
+        elif action == "search":
+            self._call("search", self.session.search(self.rng.choice(WORDS[:14])))
 
     # ------------------------------------------------------------------ phases
 
