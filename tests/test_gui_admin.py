@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import test_gui_app
 from serverutil import running_server
-from test_gui_app import Peer, close_app, open_app, transcript
+from test_gui_app import close_app, open_app, peer_fixture, transcript
 from xvfb import pump_until
 
 from parley_client.chat_state import PUBLIC, direct_key
@@ -34,11 +34,7 @@ def server(tmp_path):
         yield srv
 
 
-@pytest.fixture
-def bob(server):
-    peer = Peer(server.host, server.port, "bob")
-    yield peer
-    peer.close()
+bob = peer_fixture("bob")
 
 
 def menu_labels(menu) -> list[str]:

@@ -49,6 +49,16 @@ class Peer:
         self.session.close()
 
 
+def peer_fixture(user: str):
+    """A fixture: `user` registered on the test module's `server` fixture, closed afterwards."""
+    @pytest.fixture
+    def peer(server):
+        person = Peer(server.host, server.port, user)
+        yield person
+        person.close()
+    return peer
+
+
 def make_app(root, tmp_path, theme: str = "light") -> App:
     settings = Settings.load(tmp_path / "config" / "settings.json")
     # Servers are accepted without the first-connection dialog (test_tls.py drives that).

@@ -9,7 +9,7 @@ import time
 import pytest
 import test_gui_app
 from serverutil import running_server
-from test_gui_app import Peer, close_app, open_app, transcript, type_and_send
+from test_gui_app import Peer, close_app, open_app, peer_fixture, transcript, type_and_send
 from xvfb import pump_until
 
 from gui.conversation_view import COPY_LABEL, DELETE_LABEL, EDIT_LABEL
@@ -31,11 +31,7 @@ def server(tmp_path):
         yield srv
 
 
-@pytest.fixture
-def bob(server):
-    peer = Peer(server.host, server.port, "bob")
-    yield peer
-    peer.close()
+bob = peer_fixture("bob")
 
 
 # ---------------------------------------------------------------------------- helpers

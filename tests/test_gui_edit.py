@@ -9,7 +9,7 @@ import time
 import pytest
 import test_gui_app
 from serverutil import running_server
-from test_gui_app import Peer, close_app, open_app, transcript, type_and_send
+from test_gui_app import Peer, close_app, open_app, peer_fixture, transcript, type_and_send
 from test_gui_delete import choose, dismiss, labels, right_click, shown_entry
 from xvfb import pump_until
 
@@ -34,11 +34,7 @@ def server(tmp_path):
         yield srv
 
 
-@pytest.fixture
-def carol(server):
-    peer = Peer(server.host, server.port, "carol")
-    yield peer
-    peer.close()
+carol = peer_fixture("carol")
 
 
 # ---------------------------------------------------------------------------- helpers

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import test_gui_app
 from serverutil import running_server, teacher_policy
-from test_gui_app import Peer, close_app, open_app
+from test_gui_app import close_app, open_app, peer_fixture
 from xvfb import pump_until
 
 from parley_client.chat_state import PUBLIC, direct_key
@@ -27,11 +27,7 @@ def server(tmp_path):
         yield srv
 
 
-@pytest.fixture
-def bob(server):
-    peer = Peer(server.host, server.port, "bob")
-    yield peer
-    peer.close()
+bob = peer_fixture("bob")
 
 
 def console(server, setting: str, value: str) -> None:

@@ -10,7 +10,7 @@ import pytest
 import test_gui_app
 from serverutil import running_server
 from test_gui_admin import menu_labels
-from test_gui_app import Peer, close_app, log_in, make_app, open_app
+from test_gui_app import Peer, close_app, log_in, make_app, open_app, peer_fixture
 from xvfb import pump_until
 
 from parley_client.password_change import (
@@ -35,11 +35,7 @@ def server(tmp_path):
         yield srv
 
 
-@pytest.fixture
-def bob(server):
-    peer = Peer(server.host, server.port, "bob")
-    yield peer
-    peer.close()
+bob = peer_fixture("bob")
 
 
 def try_login(srv, user: str, password: str) -> dict:

@@ -10,7 +10,7 @@ import time
 import pytest
 import test_gui_app
 from serverutil import running_server
-from test_gui_app import Peer, close_app, open_app, transcript
+from test_gui_app import Peer, close_app, open_app, peer_fixture, transcript
 from xvfb import pump_until
 
 from parley_client import typing_state
@@ -32,11 +32,7 @@ def server(tmp_path):
         yield srv
 
 
-@pytest.fixture
-def carol(server):
-    peer = Peer(server.host, server.port, "carol")
-    yield peer
-    peer.close()
+carol = peer_fixture("carol")
 
 
 # ---------------------------------------------------------------------------- helpers
