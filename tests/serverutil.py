@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from parley_server.chat_server import ChatServer
 from parley_server.config import ServerConfig
 from parley_server.file_sharing import attach_file_sharing
@@ -62,6 +64,16 @@ def teacher_policy(**kwargs) -> Policy:
     limits no test trips over by accident."""
     return Policy(admins=["teacher"], limits=Limits(message_rate=1000, message_burst=1000),
                   **kwargs)
+
+
+def server_fixture(policy=teacher_policy, **kwargs):
+    """A pytest fixture: a running_server for each test, with a fresh policy(), for modules
+    that name it (``srv = server_fixture(files=False)``)."""
+    @pytest.fixture
+    def fixture(tmp_path):
+        with running_server(tmp_path, policy=policy(), **kwargs) as srv:
+            yield srv
+    return fixture
 
 
 def insecure_client_context() -> ssl.SSLContext:

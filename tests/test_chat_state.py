@@ -422,7 +422,9 @@ def test_deleting_ones_own_message_leaves_no_notice_wherever_it_was():
     assert st.conversations[PUBLIC].entries == []
 
 
-def test_may_delete_own_confirmed_messages_or_anything_for_an_administrator():
+def public_of_every_kind():
+    """alice's Public with one entry of each kind: bob's, hers (confirmed), one still on its
+    way, one that failed, and a notice."""
     st = logged_in()
     st.apply(msg(1, "bob", "theirs"))
     st.apply(msg(2, "alice", "mine"))
@@ -431,7 +433,11 @@ def test_may_delete_own_confirmed_messages_or_anything_for_an_administrator():
     failed, _ = st.add_pending(PUBLIC, "lost")
     st.send_failed(PUBLIC, failed, "not sent")
     st.notice(PUBLIC, "Bob is online")
-    notice = st.conversations[PUBLIC].entries[-1]
+    return st, (theirs, mine, pending, failed, st.conversations[PUBLIC].entries[-1])
+
+
+def test_may_delete_own_confirmed_messages_or_anything_for_an_administrator():
+    st, (theirs, mine, pending, failed, notice) = public_of_every_kind()
     assert st.may_delete(mine) and not st.may_delete(theirs)
     assert not any(st.may_delete(e) for e in (pending, failed, notice))
     st.is_admin = True
@@ -506,15 +512,7 @@ def test_history_brings_edits_for_new_and_held_messages():
 
 
 def test_may_edit_only_my_own_confirmed_messages_even_for_an_administrator():
-    st = logged_in()
-    st.apply(msg(1, "bob", "theirs"))
-    st.apply(msg(2, "alice", "mine"))
-    theirs, mine = st.conversations[PUBLIC].entries
-    pending, _ = st.add_pending(PUBLIC, "on its way")
-    failed, _ = st.add_pending(PUBLIC, "lost")
-    st.send_failed(PUBLIC, failed, "not sent")
-    st.notice(PUBLIC, "Bob is online")
-    notice = st.conversations[PUBLIC].entries[-1]
+    st, (theirs, mine, pending, failed, notice) = public_of_every_kind()
     assert st.may_edit(mine) and not st.may_edit(theirs)
     assert not any(st.may_edit(e) for e in (pending, failed, notice))
     assert st.last_editable(PUBLIC) is mine  # the newest I may edit, not the pending ones

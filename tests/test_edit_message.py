@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 import test_cli
-from serverutil import running_server, teacher_policy
+from serverutil import server_fixture
 from test_cli import registered
 from wireclient import ReplyError, WireClient, registered_clients
 
@@ -17,10 +17,7 @@ from protocol import messages as m
 clis = test_cli.clis  # the terminal-client fixture
 
 
-@pytest.fixture
-def srv(tmp_path):
-    with running_server(tmp_path, files=False, policy=teacher_policy()) as s:
-        yield s
+srv = server_fixture(files=False)
 
 
 @pytest.fixture

@@ -59,6 +59,20 @@ def peer_fixture(user: str):
     return peer
 
 
+def spy_on_session(app, method: str) -> list[tuple]:
+    """Records the arguments of each call the window makes to one method of its real session
+    (which still runs): for tests that something was, or was not, sent."""
+    calls: list[tuple] = []
+    session = app.main.actions.session
+    real = getattr(session, method)
+
+    def recording(*args):
+        calls.append(args)
+        return real(*args)
+    setattr(session, method, recording)
+    return calls
+
+
 def make_app(root, tmp_path, theme: str = "light") -> App:
     settings = Settings.load(tmp_path / "config" / "settings.json")
     # Servers are accepted without the first-connection dialog (test_tls.py drives that).

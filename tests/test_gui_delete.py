@@ -8,27 +8,22 @@ import time
 
 import pytest
 import test_gui_app
-from serverutil import running_server
+from serverutil import server_fixture
 from test_gui_app import Peer, close_app, open_app, peer_fixture, transcript, type_and_send
 from xvfb import pump_until
 
 from gui.conversation_view import COPY_LABEL, DELETE_LABEL, EDIT_LABEL
 from parley_client.chat_state import PUBLIC
-from parley_server.policy import Limits, Policy
 from protocol.messages import MessageDeleted
 
 pytestmark = pytest.mark.gui
 WAIT = 10.0
-POLICY = Policy(admins=["teacher"], limits=Limits(message_rate=1000, message_burst=1000))
 
 # Tk objects must be freed on the main thread: see test_gui_app.
 collect_tk_garbage_on_main_thread = test_gui_app.collect_tk_garbage_on_main_thread
 
 
-@pytest.fixture
-def server(tmp_path):
-    with running_server(tmp_path, policy=POLICY) as srv:
-        yield srv
+server = server_fixture()
 
 
 bob = peer_fixture("bob")

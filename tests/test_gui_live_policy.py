@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import test_gui_app
-from serverutil import running_server, teacher_policy
+from serverutil import server_fixture
 from test_gui_app import close_app, open_app, peer_fixture
 from xvfb import pump_until
 
@@ -21,10 +21,7 @@ READ_ONLY = "Only administrators post in Public on this server."
 collect_tk_garbage_on_main_thread = test_gui_app.collect_tk_garbage_on_main_thread
 
 
-@pytest.fixture
-def server(tmp_path):
-    with running_server(tmp_path, policy=teacher_policy()) as srv:
-        yield srv
+server = server_fixture()
 
 
 bob = peer_fixture("bob")

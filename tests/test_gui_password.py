@@ -8,9 +8,9 @@ import re
 
 import pytest
 import test_gui_app
-from serverutil import running_server
+from serverutil import server_fixture
 from test_gui_admin import menu_labels
-from test_gui_app import Peer, close_app, log_in, make_app, open_app, peer_fixture
+from test_gui_app import Peer, close_app, log_in, make_app, open_app, peer_fixture, spy_on_session
 from xvfb import pump_until
 
 from parley_client.password_change import (
@@ -19,20 +19,15 @@ from parley_client.password_change import (
     refusal_sentence,
 )
 from parley_client.session import ClientSession, SessionError
-from parley_server.policy import Limits, Policy
 
 WAIT = 10.0
-POLICY = Policy(admins=["teacher"], limits=Limits(message_rate=1000, message_burst=1000))
 TEMPORARY = re.compile(r"^[a-z2-9]{4}(-[a-z2-9]{4}){3}$")
 
 # Tk objects must be freed on the main thread: see test_gui_app.
 collect_tk_garbage_on_main_thread = test_gui_app.collect_tk_garbage_on_main_thread
 
 
-@pytest.fixture
-def server(tmp_path):
-    with running_server(tmp_path, policy=POLICY) as srv:
-        yield srv
+server = server_fixture()
 
 
 bob = peer_fixture("bob")
@@ -46,19 +41,6 @@ def try_login(srv, user: str, password: str) -> dict:
         return session.login(user, password).result(WAIT)
     finally:
         session.close()
-
-
-def spy_on_changes(app) -> list[tuple[str, str]]:
-    """Records each change_password the window asks of its (real) session."""
-    sent: list[tuple[str, str]] = []
-    session = app.main.actions.session
-    real = session.change_password
-
-    def recording(old: str, new: str):
-        sent.append((old, new))
-        return real(old, new)
-    session.change_password = recording
-    return sent
 
 
 def open_from_menu(app):
@@ -115,7 +97,7 @@ def test_local_mistakes_are_shown_and_nothing_is_sent(tk_root, tmp_path, server)
     try:
         labels = menu_labels(app.main.app_menu)
         assert labels[labels.index("Change display name…") + 1] == "Change password…"
-        sent = spy_on_changes(app)
+        sent = spy_on_session(app, "change_password")
         dialog = open_from_menu(app)
         assert [e.cget("show") for e in dialog.entries] == ["•"] * 3
         for fields, says, fix in (
@@ -150,7 +132,7 @@ def test_a_wrong_current_password_keeps_the_dialog_until_throttled(tk_root, tmp_
                                                                   server):
     app = open_app(tk_root, tmp_path, server, "student")
     try:
-        sent = spy_on_changes(app)
+        sent = spy_on_session(app, "change_password")
         dialog = open_from_menu(app)
         fill(dialog, "not-my-password", "new-secret", "new-secret")
         dialog.ok_button.invoke()
@@ -181,7 +163,7 @@ def test_a_change_closes_the_dialog_and_only_the_new_password_logs_in(tk_root, t
                                                                       server):
     app = open_app(tk_root, tmp_path, server, "student")
     try:
-        sent = spy_on_changes(app)
+        sent = spy_on_session(app, "change_password")
         dialog = open_from_menu(app)
         fill(dialog, "secret-pw", "brand-new-pw", "brand-new-pw")
         dialog.repeat_entry.focus_force()

@@ -6,27 +6,22 @@ from __future__ import annotations
 
 import pytest
 import test_gui_app
-from serverutil import running_server
+from serverutil import server_fixture
 from test_gui_app import Peer, close_app, open_app
 from xvfb import pump_until
 
 from gui.search_dialog import MENU_LABEL, SearchDialog
 from gui.theme import DARK
 from parley_client.chat_state import HISTORY_PAGE, PUBLIC, direct_key
-from parley_server.policy import Limits, Policy
 
 pytestmark = pytest.mark.gui
 WAIT = 10.0
-POLICY = Policy(limits=Limits(message_rate=1000, message_burst=1000))
 
 # Tk objects must be freed on the main thread: see test_gui_app.
 collect_tk_garbage_on_main_thread = test_gui_app.collect_tk_garbage_on_main_thread
 
 
-@pytest.fixture
-def server(tmp_path):
-    with running_server(tmp_path, policy=POLICY) as srv:
-        yield srv
+server = server_fixture()
 
 
 @pytest.fixture

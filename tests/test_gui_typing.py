@@ -9,27 +9,22 @@ import time
 
 import pytest
 import test_gui_app
-from serverutil import running_server
-from test_gui_app import Peer, close_app, open_app, peer_fixture, transcript
+from serverutil import server_fixture
+from test_gui_app import Peer, close_app, open_app, peer_fixture, spy_on_session, transcript
 from xvfb import pump_until
 
 from parley_client import typing_state
 from parley_client.chat_state import PUBLIC, direct_key, room_key
-from parley_server.policy import Limits, Policy
 from protocol.messages import UserTyping
 
 pytestmark = pytest.mark.gui
 WAIT = 10.0
-POLICY = Policy(limits=Limits(message_rate=1000, message_burst=1000))
 
 # Tk objects must be freed on the main thread: see test_gui_app.
 collect_tk_garbage_on_main_thread = test_gui_app.collect_tk_garbage_on_main_thread
 
 
-@pytest.fixture
-def server(tmp_path):
-    with running_server(tmp_path, policy=POLICY) as srv:
-        yield srv
+server = server_fixture()
 
 
 carol = peer_fixture("carol")
@@ -42,19 +37,6 @@ def line(app) -> str:
     """The typing line, as shown (empty when hidden under the editing bar)."""
     label = app.main.message_box.typing_line
     return label.cget("text") if label.winfo_ismapped() else ""
-
-
-def spy_on_typing(app) -> list[tuple[str, str]]:
-    """Records each typing request the window makes of its (real) session."""
-    sent: list[tuple[str, str]] = []
-    session = app.main.actions.session
-    real = session.typing
-
-    def recording(kind: str, target: str):
-        sent.append((kind, target))
-        return real(kind, target)
-    session.typing = recording
-    return sent
 
 
 def press(app, *keysyms: str) -> None:
@@ -145,7 +127,7 @@ def test_the_line_keeps_its_room_and_the_editing_bar_covers_it(tk_root, tmp_path
 def test_keys_in_the_box_tell_the_others_once_per_burst(tk_root, tmp_path, server, carol):
     app = open_app(tk_root, tmp_path, server, "alice")
     try:
-        sent = spy_on_typing(app)
+        sent = spy_on_session(app, "typing")
         press(app, "Left", "Right")  # keys that change nothing tell nobody
         assert sent == []
         press(app, "h", "e", "l", "l", "o", "space", "t", "h", "e", "r", "e")
@@ -181,7 +163,7 @@ def test_a_refused_notice_stays_out_of_the_status_bar(tk_root, tmp_path, server,
                                                      caplog):
     app = open_app(tk_root, tmp_path, server, "bob")
     try:
-        sent = spy_on_typing(app)
+        sent = spy_on_session(app, "typing")
         server.server.moderation.perform("console", "mute", "bob")
         with caplog.at_level(logging.DEBUG, logger="gui.actions"):
             press(app, "h", "i")

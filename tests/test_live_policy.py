@@ -8,7 +8,7 @@ import io
 
 import pytest
 import test_cli
-from serverutil import free_port, running_server, teacher_policy
+from serverutil import free_port, running_server, server_fixture, teacher_policy
 from test_cli import registered
 from wireclient import ReplyError, WireClient, registered_clients
 
@@ -18,10 +18,7 @@ from protocol import messages as m
 clis = test_cli.clis  # the terminal-client fixture
 
 
-@pytest.fixture
-def srv(tmp_path):
-    with running_server(tmp_path, files=False, policy=teacher_policy()) as s:
-        yield s
+srv = server_fixture(files=False)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import signal
 
 import pytest
 import test_cli
-from serverutil import free_port, running_server, server_process
+from serverutil import free_port, running_server, server_fixture, server_process
 from test_cli import registered
 from wireclient import ReplyError, WireClient
 
@@ -22,10 +22,7 @@ from protocol import messages as m
 clis = test_cli.clis  # the terminal-client fixture
 
 
-@pytest.fixture
-def srv(tmp_path):
-    with running_server(tmp_path, files=False, policy=Policy(admins=["teacher"])) as s:
-        yield s
+srv = server_fixture(files=False)
 
 
 @pytest.fixture

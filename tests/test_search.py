@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import test_cli
-from serverutil import running_server, teacher_policy
+from serverutil import server_fixture
 from test_cli import registered
 from wireclient import ReplyError, WireClient, registered_clients
 
@@ -15,10 +15,7 @@ from protocol import messages as m
 clis = test_cli.clis  # the terminal-client fixture
 
 
-@pytest.fixture
-def srv(tmp_path):
-    with running_server(tmp_path, files=False, policy=teacher_policy()) as s:
-        yield s
+srv = server_fixture(files=False)
 
 
 @pytest.fixture

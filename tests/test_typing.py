@@ -4,17 +4,13 @@ server's limit on how often one is passed on."""
 from __future__ import annotations
 
 import pytest
-from serverutil import running_server, teacher_policy
+from serverutil import server_fixture
 from wireclient import ReplyError, WireClient, registered_clients
 
 import parley_server.message_commands as message_commands
 from protocol import messages as m
 
-
-@pytest.fixture
-def srv(tmp_path):
-    with running_server(tmp_path, files=False, policy=teacher_policy()) as s:
-        yield s
+srv = server_fixture(files=False)
 
 
 @pytest.fixture
