@@ -19,7 +19,7 @@ srv = server_fixture(files=False)
 
 @pytest.fixture
 def people(srv):
-    with registered_clients(srv, *("teacher", "alice", "bob", "carol")) as clients:
+    with registered_clients(srv, "teacher", "alice", "bob", "carol") as clients:
         yield clients
 
 

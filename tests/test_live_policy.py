@@ -23,7 +23,7 @@ srv = server_fixture(files=False)
 
 @pytest.fixture
 def people(srv):
-    with registered_clients(srv, *("teacher", "alice", "bob")) as clients:
+    with registered_clients(srv, "teacher", "alice", "bob") as clients:
         yield clients
 
 

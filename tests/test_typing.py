@@ -15,7 +15,7 @@ srv = server_fixture(files=False)
 
 @pytest.fixture
 def people(srv):
-    with registered_clients(srv, *("alice", "bob", "carol")) as clients:
+    with registered_clients(srv, "alice", "bob", "carol") as clients:
         yield clients
 
 
