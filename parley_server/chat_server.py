@@ -29,6 +29,7 @@ from .limits import RateLimiter
 from .memory import trim_heap
 from .moderation import Moderation
 from .outgoing import Flusher, fan_out
+from .reaper import Reaper
 from .store import Store
 from .tls_setup import load_server_tls
 
@@ -81,6 +82,7 @@ class ChatServer:
         # the GIL that trades saturated throughput for latency (measured both ways; see FLUSHERS).
         self.flushers = [Flusher(f"flusher-{i}") for i in range(FLUSHERS)]
         self._next_flusher = itertools.count()
+        self.reaper = Reaper()  # closes connections dropped inside a fan-out (reaper.py)
         self._presence: list[tuple[bytes, ClientHandler | None]] = []
         self._presence_lock = threading.Lock()
         self._presence_ready = threading.Event()
@@ -191,6 +193,7 @@ class ChatServer:
             h.disconnect("shutdown", reason)
         for h in handlers:
             h.join(timeout=3)
+        self.reaper.stop()
         for flusher in self.flushers:
             flusher.stop()
         if self.files is not None:

@@ -66,7 +66,7 @@ class ClientHandler:
         self.tls = TLSChannel(server.tls.context, server_side=True) if server.tls else None
         self.flusher = server.pick_flusher()
         self.out = OutgoingQueue(sock, server.config.sendq_limit, self.flusher,
-                                 on_fail=self.disconnect,
+                                 on_fail=self.disconnect_soon,
                                  transform=self.tls.encrypt if self.tls else None)
         self._reader = threading.Thread(target=self._run, name=f"reader-{address[0]}:{address[1]}",
                                         daemon=True)
@@ -113,6 +113,11 @@ class ClientHandler:
         """Answer a request whose command returned DEFERRED, from any thread."""
         if not self._closed.is_set():
             self._reply(msg)
+
+    def disconnect_soon(self, code: str, reason: str) -> None:
+        """disconnect() on the server's reaper thread: for callers inside a fan-out or a
+        flusher, which must neither run the logout path nor wait (see reaper.py)."""
+        self.server.reaper.later(lambda: self.disconnect(code, reason))
 
     def disconnect(self, code: str, reason: str) -> None:
         """Say bye (best effort), flush, close. Safe from any thread, any number of times."""

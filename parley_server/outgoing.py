@@ -57,7 +57,9 @@ class OutgoingQueue:
         self._unsent: list = []  # buffers an earlier flush could not write; flusher thread only
         self._limit = limit_bytes
         self._flusher = flusher
-        self._on_fail = on_fail  # (code, reason); called at most once, never under our lock
+        # (code, reason); called at most once, never under our lock, but possibly inside a
+        # producer's fan-out or in a flusher: it must only schedule the close (see reaper.py).
+        self._on_fail = on_fail
         self._items: list[bytes] = []
         self._size = 0
         self._lock = threading.Lock()
@@ -101,6 +103,9 @@ class OutgoingQueue:
                 self._open = False
                 self._failed = True
                 self._items.clear()
+                # Nothing more will be written to a client that does not read: close() must
+                # not wait for the flusher to notice (it may be parked on this very socket).
+                self._set_idle()
                 overflow = True
             else:
                 overflow = False
