@@ -56,6 +56,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="connections from one address (default 8; loopback exempt)")
     pol.add_argument("--rooms-per-user", type=int, default=None, metavar="N",
                      help="open rooms one user may have created (default 5)")
+    p.add_argument("--max-connections", type=int, default=None, metavar="N",
+                   help="connections open at once, logged in or not (default: half the "
+                        "descriptors the system gives the server, at most 4000)")
+    p.add_argument("--login-deadline", type=float, default=30.0, metavar="SECONDS",
+                   help="close a connection that has not logged in within this long "
+                        "(default 30)")
     p.add_argument("--tls-cert", type=Path, metavar="PATH",
                    help="TLS certificate (PEM) to use instead of the one made on first start")
     p.add_argument("--tls-key", type=Path, metavar="PATH", help="the private key of --tls-cert")
@@ -103,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
                           data_dir=args.data_dir, udp_port=args.udp_port,
                           max_upload=policy.max_upload_mib << 20, scrypt_n=args.scrypt_n,
                           console=console, policy=policy, tls=not args.no_tls,
-                          tls_cert=args.tls_cert, tls_key=args.tls_key)
+                          tls_cert=args.tls_cert, tls_key=args.tls_key,
+                          max_connections=args.max_connections,
+                          login_deadline=args.login_deadline)
     stop = threading.Event()
 
     def request_stop(*_) -> None:

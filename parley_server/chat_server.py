@@ -10,6 +10,7 @@ Shared state (all guarded by ``self.lock``):
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import itertools
 import logging
@@ -38,6 +39,7 @@ FLUSHERS = 1  # writer threads shared by all clients (see outgoing.py)
 PRESENCE_GATHER = 0.05  # seconds presence notices wait to be sent together
 # During a burst (a class logging in) they wait longer: each flush writes to everyone online.
 PRESENCE_BURST, PRESENCE_BURST_GATHER = 20, 0.25
+ACCEPT_BACKOFF = 0.05  # seconds the accept loop pauses after a failure (no busy loop)
 HEAP_TRIM_INTERVAL = 30.0  # seconds between giving freed C heap back (memory.trim_heap)
 
 
@@ -91,6 +93,7 @@ class ChatServer:
         self._listener = self._bind(config.host, config.port)
         self._accept_thread: threading.Thread | None = None
         self.started_at = time.time()
+        self.connection_cap = config.connection_cap()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -120,6 +123,13 @@ class ChatServer:
         Refused connections are closed at once: nothing has been negotiated to say why."""
         ip = addr[0]
         limits = self.config.policy.limits
+        with self.lock:
+            total = len(self.handlers)
+        if total >= self.connection_cap:
+            log.warning("refused a connection from %s: %d connections open, the most this "
+                        "server takes (--max-connections)", ip, total)
+            sock.close()
+            return False
         count, over = 0, False
         if not (limits.exempt_loopback and ipaddress.ip_address(ip).is_loopback):
             with self.lock:  # counted only when it matters: this is O(connections)
@@ -162,10 +172,22 @@ class ChatServer:
                         continue
                     try:
                         sock, addr = self._listener.accept()
-                    except OSError:
+                    except OSError as exc:
+                        # Out of descriptors (EMFILE/ENFILE) the pending connection stays
+                        # queued and select() says "readable" at once: pause instead of
+                        # spinning a core, and let closing connections free some.
+                        log.warning("accept failed: %s", exc)
+                        self._shutdown_requested.wait(ACCEPT_BACKOFF)
                         continue
-                    if self._admit(sock, addr):
-                        self._start_handler(sock, addr)
+                    try:
+                        if self._admit(sock, addr):
+                            self._start_handler(sock, addr)
+                    except Exception:
+                        # One connection's failure (no thread to be had, a socket option
+                        # refused) ends that connection, never the accept loop.
+                        log.exception("could not serve a connection from %s", addr[0])
+                        self._abandon(sock)
+                        self._shutdown_requested.wait(ACCEPT_BACKOFF)
         finally:
             self._stopped.set()
 
@@ -176,7 +198,17 @@ class ChatServer:
         handler = ClientHandler(self, sock, addr)
         with self.lock:
             self.handlers.add(handler)
-        handler.start()
+        try:
+            handler.start()
+        except BaseException:  # RuntimeError: can't start new thread
+            with self.lock:
+                self.handlers.discard(handler)
+            raise
+
+    @staticmethod
+    def _abandon(sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            sock.close()
 
     def shutdown(self, reason: str = "the server is shutting down") -> None:
         """Stop accepting, tell every client, flush, close storage. Safe to call twice."""

@@ -36,3 +36,27 @@ class ServerConfig:
     tls_cert: Path | None = None        # None: data_dir/tls/cert.pem, created on first start
     tls_key: Path | None = None
     policy: Policy = field(default_factory=Policy)
+    # Connections open at once, logged in or not: each holds a descriptor and a reader thread,
+    # and past what the machine gives a process, accepting more would fail everyone's uploads
+    # and downloads (EMFILE) or the accept loop itself. None: sized from RLIMIT_NOFILE.
+    max_connections: int | None = None
+    login_deadline: float = 30.0        # close a connection not logged in within this long
+    pre_login_max_frame: int = 16 << 10 # hello and login are small; strangers hold no more
+
+    def connection_cap(self) -> int:
+        if self.max_connections is not None:
+            return self.max_connections
+        return default_max_connections()
+
+
+def default_max_connections() -> int:
+    """Half the descriptors this process may open (the other half for files being sent or
+    received, the databases and the listening sockets), at most 4,000 (a large school)."""
+    try:
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):  # Windows: no resource module
+        return 1000
+    if soft == resource.RLIM_INFINITY:
+        return 4000
+    return max(16, min(4000, (soft - 64) // 2))

@@ -22,7 +22,7 @@ from protocol import (
     encode_message,
 )
 from protocol import messages as m
-from protocol.connection import PRE_AUTH_REQUESTS
+from protocol.connection import PRE_AUTH_REQUESTS, State
 
 from .commands import COMMANDS, DEFERRED, CommandError
 from .outgoing import OutgoingQueue
@@ -46,12 +46,14 @@ class ClientHandler:
         # The newest stored (offline) message sent since this login: ack_delayed never clears
         # beyond it, so an acknowledgement covers only what this connection was really sent.
         self.delayed_sent_upto = 0
-        self.conn = Connection(Role.SERVER, max_frame=server.config.max_frame)
+        self.conn = Connection(Role.SERVER, max_frame=server.config.max_frame,
+                               pre_auth_max_frame=server.config.pre_login_max_frame)
         self.uploads: set[str] = set()
         self.typing_told: dict[str, float] = {}  # conversation key -> when last passed on
         self.searched_at = -1e9  # monotonic time of the last search (one every SEARCH_EVERY)
         self.connected_at = time.time()
         self._last_heard = time.monotonic()
+        self._anonymous_since: float | None = self._last_heard  # not logged in since then
         self._ping_nonce: int | None = None
         self._after_reply = None  # set by a command that must act once its reply is queued
         self._reply_lock = threading.Lock()
@@ -205,7 +207,18 @@ class ClientHandler:
                 and time.time() - self.connected_at >= TLS_HANDSHAKE_TIMEOUT):
             self.disconnect("timeout", "no TLS handshake")
             return
-        silent = time.monotonic() - self._last_heard
+        now = time.monotonic()
+        if self.conn.state is State.AUTHENTICATED:
+            self._anonymous_since = None
+        elif self._anonymous_since is None:  # logged out: the deadline starts again
+            self._anonymous_since = now
+        elif now - self._anonymous_since >= self.server.config.login_deadline:
+            # A stranger who trickles a byte now and then still holds a thread and a
+            # descriptor: without a deadline, enough of them fill the connection cap.
+            self.disconnect("timeout", "not logged in within "
+                            f"{self.server.config.login_deadline:.0f} s")
+            return
+        silent = now - self._last_heard
         if silent >= self.server.config.dead_after:
             self.disconnect("timeout", f"no answer for {silent:.0f} s")
         elif silent >= self.server.config.keepalive_after and self._ping_nonce is None:

@@ -60,11 +60,16 @@ def encode_message(msg: m.Message, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
 
 
 class Connection:
-    def __init__(self, role: Role, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, role: Role, max_frame: int = DEFAULT_MAX_FRAME,
+                 pre_auth_max_frame: int | None = None) -> None:
+        """pre_auth_max_frame: the largest frame accepted from the peer until it has logged
+        in (a server sets it: hello and login are small, and a thousand strangers must not
+        each make it hold a megabyte of a frame that never completes)."""
         self.role = role
         self.state = State.HANDSHAKE
         self.max_frame = max_frame
-        self._decoder = FrameDecoder(max_frame)
+        self._pre_auth_max_frame = pre_auth_max_frame or max_frame
+        self._decoder = FrameDecoder(min(max_frame, self._pre_auth_max_frame))
         self._events: list[object] = []
         self._pending: dict[int, str] = {}  # request id -> request type, awaiting a reply
         self._hello_seen = False  # server: a hello arrived (its reply may not be sent yet)
@@ -156,8 +161,10 @@ class Connection:
                     self.state = State.CONNECTED
                 elif request_type in _AUTH_GRANTING:
                     self.state = State.AUTHENTICATED
+                    self._decoder.max_frame = self.max_frame
                 elif request_type == "logout":
                     self.state = State.CONNECTED
+                    self._decoder.max_frame = min(self.max_frame, self._pre_auth_max_frame)
 
     def close(self) -> None:
         self.state = State.CLOSED

@@ -3,10 +3,14 @@ everyone. Each test goes through the real server on port 0."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import threading
 import time
+from pathlib import Path
 
+import pytest
 from serverutil import running_server
 from wireclient import WireClient
 
@@ -47,3 +51,118 @@ def test_sendq_overflow_during_presence_flush_does_not_deadlock(tmp_path):
         threading.Thread(target=lambda: (srv.server.shutdown(), stopped.set()),
                          daemon=True).start()
         assert stopped.wait(15), "shutdown hung"
+
+
+def _closed_by_server(sock: socket.socket, timeout: float) -> bool:
+    """True when the server closes sock within timeout (EOF or reset)."""
+    sock.settimeout(timeout)
+    try:
+        while True:
+            if not sock.recv(4096):
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_connection_cap_refuses_the_extra_connection_and_frees_up(tmp_path):
+    with running_server(tmp_path, files=False, tls=False, max_connections=4) as srv:
+        held = [socket.create_connection((srv.host, srv.port), timeout=5) for _ in range(4)]
+        deadline = time.monotonic() + 5
+        while len(srv.server.handlers) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling a counter inside a bounded wait
+        extra = socket.create_connection((srv.host, srv.port), timeout=5)
+        assert _closed_by_server(extra, 5), "the fifth connection was served"
+        extra.close()
+        held.pop().close()
+        deadline = time.monotonic() + 5
+        while len(srv.server.handlers) > 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with WireClient(srv.host, srv.port, tls=False) as c:  # room again: served
+            c.register("after")
+        for s in held:
+            s.close()
+
+
+def test_a_connection_that_never_logs_in_is_closed_even_if_it_trickles(tmp_path):
+    with running_server(tmp_path, files=False, tls=False, login_deadline=1.0,
+                        poll_interval=0.2) as srv, \
+            WireClient(srv.host, srv.port, tls=False) as member:
+        member.register("member")
+        trickler = socket.create_connection((srv.host, srv.port), timeout=5)
+        trickler.sendall(b"\x00\x00")  # half a frame header, then a byte now and then
+        start = time.monotonic()
+        closed = False
+        for _ in range(40):  # at most 40 x 0.25 s
+            try:
+                trickler.sendall(b"\x00")
+            except OSError:
+                closed = True
+                break
+            if _closed_by_server(trickler, 0.25):
+                closed = True
+                break
+        assert closed, "a connection that never logged in is still open"
+        assert time.monotonic() - start < 5
+        member.call(m.Send, kind="public", target="", text="still here")  # members stay
+        trickler.close()
+
+
+def test_before_login_a_large_frame_is_refused(tmp_path):
+    with running_server(tmp_path, files=False, tls=False) as srv:
+        s = socket.create_connection((srv.host, srv.port), timeout=5)
+        s.sendall((1 << 20).to_bytes(4, "big") + b"{")  # announces 1 MiB: fine after login
+        assert _closed_by_server(s, 5)
+        s.close()
+        with WireClient(srv.host, srv.port, tls=False) as c:
+            c.register("big")  # after login the full frame size applies
+            c.call(m.Send, kind="public", target="", text="x" * 3000)
+
+
+PIDS_CGROUP = "/sys/fs/cgroup/pids"
+
+
+def _pids_cgroup(tmp_name: str) -> Path:
+    root = Path(PIDS_CGROUP)
+    if not (root / "cgroup.procs").exists():
+        pytest.skip("no pids cgroup (v1) here to limit the server's threads")
+    group = root / tmp_name
+    try:
+        group.mkdir()
+    except OSError as exc:
+        pytest.skip(f"cannot make a pids cgroup: {exc}")
+    return group
+
+
+def test_accept_loop_survives_running_out_of_threads(tmp_path):
+    from serverutil import free_port, server_process
+    group = _pids_cgroup(f"parley-test-{os.getpid()}")
+    port = free_port()
+    try:
+        with server_process(tmp_path, port, "--no-tls") as proc:
+            (group / "cgroup.procs").write_text(str(proc.pid))
+            current = int((group / "pids.current").read_text())
+            (group / "pids.max").write_text(str(current + 6))  # a few readers, no more
+            socks = []
+            for _ in range(20):
+                try:
+                    socks.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+                except OSError:
+                    break
+            deadline = time.monotonic() + 10  # until the server has hit the limit
+            while (int((group / "pids.events").read_text().split()[1]) == 0
+                   and time.monotonic() < deadline):
+                time.sleep(0.02)  # polling a kernel counter inside a bounded wait
+            assert int((group / "pids.events").read_text().split()[1]) > 0
+            for s in socks:
+                s.close()
+            (group / "pids.max").write_text("max")
+            with WireClient("127.0.0.1", port, tls=False, timeout=10) as c:
+                c.register("survivor")
+            assert proc.poll() is None
+    finally:
+        with contextlib.suppress(OSError):
+            for pid in (group / "cgroup.procs").read_text().split():
+                (Path(PIDS_CGROUP) / "cgroup.procs").write_text(pid)
+            group.rmdir()
