@@ -57,13 +57,25 @@ xvfb:
 	  exit 1; \
 	fi
 
+# The run is also kept in a log file (its path is printed when a run fails): when the
+# interpreter itself dies (a signal, status >= 128), the end of the output is a long stack
+# dump, so the lines saying which thread and which test crashed are printed again last,
+# where the tail of a CI log shows them.
 test: venv xvfb
-	@$(VPY) -m pytest -q tests; rc=$$?; \
+	@log=$$(mktemp -t parley-test.XXXXXX); \
+	{ $(VPY) -m pytest -q tests; echo $$? > $$log.rc; } 2>&1 | tee $$log; \
+	rc=$$(cat $$log.rc); rm -f $$log.rc; \
+	if [ "$$rc" -ge 128 ]; then \
+	  echo "---- the crash, again: ----" >&2; \
+	  grep -m1 "Fatal Python error" $$log >&2; \
+	  grep -A14 "^Current thread" $$log >&2; \
+	  grep -E 'File ".*/tests/[^"]*"' $$log | tail -6 >&2; \
+	fi; \
 	case $$rc in \
 	  0) echo "make test: all tests passed" ;; \
 	  5) echo "make test: FAILED: pytest collected no tests" >&2 ;; \
-	  *) echo "make test: FAILED (pytest exit status $$rc)" >&2 ;; \
-	esac; exit $$rc
+	  *) echo "make test: FAILED (pytest exit status $$rc); the whole run is in $$log" >&2 ;; \
+	esac; [ "$$rc" = 0 ] && rm -f $$log; exit $$rc
 
 test-fast: venv
 	@$(VPY) -m pytest -q -m "not gui and not dist and not slow" tests; rc=$$?; \

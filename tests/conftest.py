@@ -10,6 +10,7 @@ Helpers to drive windows live in tests/xvfb.py: `from xvfb import pump_until, wa
 
 from __future__ import annotations
 
+import gc
 import os
 import warnings
 
@@ -33,6 +34,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if any(name in item.fixturenames for name in GUI_FIXTURES):
             item.add_marker(pytest.mark.gui)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """After a GUI test and all its fixtures are torn down, collect garbage here, in the main
+    thread. A Tk interpreter must be freed by the thread that made it: left to a later
+    automatic collection, it can be freed on whatever thread allocates then (a test server's
+    accept loop), and Tcl aborts the whole pytest process ("async handler deleted by the
+    wrong thread")."""
+    yield
+    if item.get_closest_marker("gui") is not None:
+        gc.collect()
 
 
 @pytest.fixture(scope="session")
