@@ -62,6 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--login-deadline", type=float, default=30.0, metavar="SECONDS",
                    help="close a connection that has not logged in within this long "
                         "(default 30)")
+    p.add_argument("--disk-reserve", type=int, default=64, metavar="MIB",
+                   help="free disk space uploads must leave for the database and logs "
+                        "(default 64)")
     p.add_argument("--tls-cert", type=Path, metavar="PATH",
                    help="TLS certificate (PEM) to use instead of the one made on first start")
     p.add_argument("--tls-key", type=Path, metavar="PATH", help="the private key of --tls-cert")
@@ -111,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                           console=console, policy=policy, tls=not args.no_tls,
                           tls_cert=args.tls_cert, tls_key=args.tls_key,
                           max_connections=args.max_connections,
-                          login_deadline=args.login_deadline)
+                          login_deadline=args.login_deadline,
+                          disk_reserve=args.disk_reserve << 20)
     stop = threading.Event()
 
     def request_stop(*_) -> None:

@@ -42,6 +42,10 @@ class ServerConfig:
     max_connections: int | None = None
     login_deadline: float = 30.0        # close a connection not logged in within this long
     pre_login_max_frame: int = 16 << 10 # hello and login are small; strangers hold no more
+    # Free space uploads must leave on the disk: the database (accounts, messages), its
+    # journal and the logs need room to write, or one user's upload would stop everyone's
+    # messages and logins with a full disk.
+    disk_reserve: int = 64 << 20
 
     def connection_cap(self) -> int:
         if self.max_connections is not None:

@@ -32,7 +32,8 @@ class FileSharing:
         self.library = FileLibrary(cfg.files_dir, cfg.data_dir / "files.sqlite3",
                                    exclude=[cfg.data_dir], scan_interval=cfg.scan_interval,
                                    on_change=self._on_change)
-        self.uploads = UploadManager(self.library, max_upload=cfg.max_upload)
+        self.uploads = UploadManager(self.library, max_upload=cfg.max_upload,
+                                     disk_reserve=cfg.disk_reserve)
         udp_port = cfg.udp_port if cfg.udp_port is not None else server.address[1]
         try:
             self.transfers = TransferService(cfg.host, udp_port)

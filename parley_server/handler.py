@@ -26,6 +26,7 @@ from protocol.connection import PRE_AUTH_REQUESTS, State
 
 from .commands import COMMANDS, DEFERRED, CommandError
 from .outgoing import OutgoingQueue
+from .store import StoreError
 
 if TYPE_CHECKING:
     from .chat_server import ChatServer
@@ -243,7 +244,9 @@ class ClientHandler:
             return
         try:
             result = command(self, event)
-        except CommandError as exc:
+        except (CommandError, StoreError) as exc:
+            # A store failure (a full disk) refuses this request in words; the connection,
+            # and everyone else's, carry on.
             self._reply(m.Error(event.id, exc.code, exc.message))
             if exc.disconnect:
                 self.disconnect(exc.code, exc.message)

@@ -15,6 +15,7 @@ from .console import AdminConsole
 from .discovery import DiscoveryResponder
 from .file_sharing import attach_file_sharing
 from .memory import limit_malloc_arenas
+from .store import StoreError
 from .tls_setup import TLSSetupError
 
 
@@ -89,7 +90,7 @@ def run_server(config: ServerConfig, stop: threading.Event, discovery: bool = Tr
             print(f"created {folder}", flush=True)
     try:
         server = ChatServer(config)
-    except TLSSetupError as exc:
+    except (TLSSetupError, StoreError) as exc:  # a damaged or unwritable database, a bad key
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return 2
     except OSError as exc:

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
+import os
 import queue
 import sqlite3
 import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
+
+log = logging.getLogger("parley.store")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -122,18 +126,138 @@ class NameTaken(Exception):
     pass
 
 
+class StoreError(Exception):
+    """A store failure worth telling the person who asked. `code` and `message` have the
+    shape of a CommandError's, so the command layer can put them on the wire as they are."""
+
+    code = "storage_error"
+    disconnect = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class StorageFull(StoreError):
+    """The disk holding the database is full: this write was not saved (nothing acknowledged
+    before it is lost, and writes work again by themselves once there is space)."""
+
+    code = "storage_full"
+
+
+class StoreDamaged(StoreError):
+    """The database file cannot be used: the server must not start on it."""
+
+    code = "storage_damaged"
+
+
+FULL_MESSAGE = ("The server's disk is full; this was not saved. Try again later "
+                "(the server's administrator needs to free some disk space).")
+WRITE_FAILED_MESSAGE = "The server could not save this ({}); try again later."
+
+PRIVATE_FILE, PRIVATE_DIR = 0o600, 0o700
+
+
+def _is_full(exc: BaseException) -> bool:
+    return (getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+            or "disk is full" in str(exc))
+
+
+def _as_store_error(exc: BaseException) -> BaseException:
+    """What a job's caller gets for an exception: sqlite errors become StoreErrors in words
+    (StorageFull for a full disk); the job's own exceptions (NameTaken...) stay as they are."""
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, sqlite3.Error):
+        err = StorageFull(FULL_MESSAGE) if _is_full(exc) else \
+            StoreError(WRITE_FAILED_MESSAGE.format(exc))
+        err.__cause__ = exc
+        return err
+    return exc
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """ROLLBACK that cannot fail: after SQLITE_FULL SQLite may have rolled back already."""
+    try:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+    except sqlite3.Error as exc:
+        log.warning("store writer: rollback failed: %s", exc)
+
+
+def make_private(path: Path, mode: int) -> None:
+    """chmod, whatever the umask was when path was made; a path that is not ours (chmod
+    refused) only gets a warning."""
+    try:
+        os.chmod(path, mode)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("cannot make %s private (mode %o): %s", path, mode, exc)
+
+
 class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        db = self._connect()
-        db.executescript(SCHEMA)
-        _add_missing_columns(db)
-        db.commit()
+        # The data dir holds password hashes, private messages and the TLS key: the owner's
+        # alone, which also covers files other parts of the server create in it.
+        make_private(path.parent, PRIVATE_DIR)
+        self._create_private(path)
+        connections: list[sqlite3.Connection] = []
+        try:
+            db = self._connect()
+            connections.append(db)
+            db.executescript(SCHEMA)
+            _add_missing_columns(db)
+            db.commit()
+            for _ in range(READER_POOL - 1):
+                connections.append(self._connect())
+            self._load(db)
+        except sqlite3.Error as exc:
+            for c in connections:
+                c.close()
+            if getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_NOTADB,
+                                                          sqlite3.SQLITE_CORRUPT):
+                raise StoreDamaged(
+                    f"{path} is damaged ({exc}): restore it from a backup, or move it aside "
+                    "to start with an empty one (its accounts and history are then gone)"
+                ) from exc
+            if _is_full(exc):
+                raise StorageFull(f"cannot start: the disk holding {path} is full") from exc
+            raise StoreError(f"cannot open {path}: {exc}") from exc
+        for suffix in ("-wal", "-shm"):  # SQLite copies the database's mode; made sure here
+            make_private(path.with_name(path.name + suffix), PRIVATE_FILE)
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
-        self._readers.put(db)
-        for _ in range(READER_POOL - 1):
-            self._readers.put(self._connect())
+        for c in connections:
+            self._readers.put(c)
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
+        self._writer.start()
+
+    @staticmethod
+    def _create_private(path: Path) -> None:
+        """Make the database file 0600 before SQLite opens it (SQLite gives the -wal and -shm
+        files the same mode). An existing empty file is refused: SQLite would silently treat
+        it as a new database, and an empty parley.sqlite3 means something went wrong."""
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            try:
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
+            except FileExistsError:
+                pass  # made this instant by someone else: checked by SQLite below
+            except OSError as exc:
+                raise StoreError(f"cannot create {path}: {exc.strerror}") from exc
+        else:
+            if size == 0 and not path.with_name(path.name + "-wal").exists():
+                raise StoreDamaged(
+                    f"{path} is empty (0 bytes), so it holds no accounts or history: "
+                    "delete it to start fresh, or restore it from a backup")
+        make_private(path, PRIVATE_FILE)
+
+    def _load(self, db: sqlite3.Connection) -> None:
+        """What is kept in memory, read once at start."""
         # Who has stored direct messages waiting, so a login (a thousand at the start of a
         # class) looks them up only when there are some. Changed by the writer thread alone,
         # after the commit, in commit order (see _on_commit).
@@ -145,9 +269,6 @@ class Store:
             "SELECT name, display, pw_hash, pw_salt, pw_params, resume_hash FROM users")}
         # Accounts whose password an administrator reset: their owner should choose a new one.
         self._temporary = {key for (key,) in db.execute("SELECT name_key FROM temporary_passwords")}
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
-        self._writer.start()
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
@@ -179,6 +300,8 @@ class Store:
         return fut.result()
 
     def _write_loop(self) -> None:
+        """The writer thread. It must outlive every failure: a dead writer would leave every
+        later write (sends, logins, registrations) waiting forever."""
         db = self._connect()
         while True:
             job = self._jobs.get()
@@ -194,34 +317,78 @@ class Store:
                     self._jobs.put(None)  # finish this batch, then stop
                     break
                 batch.append(nxt)
-            results = []
-            db.execute("BEGIN IMMEDIATE")
-            for fn, fut in batch:
-                db.execute("SAVEPOINT job")
-                hooks_before = len(self._on_commit)
-                try:
-                    results.append((fut, fn(db), None))
-                    db.execute("RELEASE job")
-                except Exception as exc:  # handed to the caller, who reports it
-                    del self._on_commit[hooks_before:]
-                    db.execute("ROLLBACK TO job")
-                    db.execute("RELEASE job")
-                    results.append((fut, None, exc))
             try:
-                db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                db.execute("ROLLBACK")
-                results = [(fut, None, exc) for fut, _r, _e in results]
+                results = self._run_batch(db, batch)
+            except BaseException as exc:  # a bug here must not end the thread; fail the batch
+                log.exception("store writer: a batch failed")
                 self._on_commit.clear()
-            for hook in self._on_commit:
-                hook()
-            self._on_commit.clear()
+                _rollback(db)
+                results = [(fut, None, _as_store_error(exc)) for _fn, fut in batch]
             for fut, value, exc in results:
+                if fut.done():
+                    continue
                 if exc is None:
                     fut.set_result(value)
                 else:
                     fut.set_exception(exc)
         db.close()
+
+    def _run_batch(self, db: sqlite3.Connection, batch: list) -> list:
+        """Run the jobs in one transaction: (future, result, exception) for each. A job's
+        exception fails that job alone (its savepoint is rolled back); a failure that ends
+        the whole transaction (a full disk while writing, a failed COMMIT) fails every job
+        whose writes it took along, so nothing is acknowledged that was not saved."""
+        results: list = []
+        done: list = []  # jobs of the open transaction that succeeded: (future, result, hooks)
+        for fn, fut in batch:
+            if not db.in_transaction:
+                try:
+                    db.execute("BEGIN IMMEDIATE")
+                except sqlite3.Error as exc:
+                    results.append((fut, None, _as_store_error(exc)))
+                    continue
+            db.execute("SAVEPOINT job")
+            hooks_before = len(self._on_commit)
+            try:
+                value = fn(db)
+                db.execute("RELEASE job")
+            except Exception as exc:  # handed to the caller, who reports it
+                del self._on_commit[hooks_before:]
+                results.append((fut, None, _as_store_error(exc)))
+                try:
+                    db.execute("ROLLBACK TO job")
+                    db.execute("RELEASE job")
+                except sqlite3.Error:
+                    pass  # SQLite ended the transaction itself (a full disk, an I/O error)
+                if not db.in_transaction:  # the jobs before this one were rolled back too
+                    lost = _as_store_error(exc)
+                    results += [(f, None, lost) for f, _v in done]
+                    done.clear()
+                    self._on_commit.clear()
+                continue
+            done.append((fut, value))
+        if db.in_transaction:
+            try:
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                _rollback(db)
+                lost = _as_store_error(exc)
+                results += [(f, None, lost) for f, _v in done]
+                done.clear()
+                self._on_commit.clear()
+                if isinstance(lost, StorageFull):
+                    log.warning("the disk holding %s is full: %d write(s) refused",
+                                self.path, len(batch))
+                else:
+                    log.error("cannot commit to %s: %s", self.path, exc)
+        hooks, self._on_commit = self._on_commit, []
+        for hook in hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("store writer: an after-commit step failed")
+        results += [(f, v, None) for f, v in done]
+        return results
 
     def close(self) -> None:
         self._jobs.put(None)

@@ -38,8 +38,8 @@ _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 _MAX_NUMBERED_TRIES = 10_000
 # What os.link raises where the filesystem has no hard links (EINVAL: FAT on Windows).
 _NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EINVAL})
-# Free space kept for everything else on the disk (the database, logs).
-_DISK_HEADROOM = 16 * MiB
+# Free space kept by default for everything else on the disk (the database, logs).
+DEFAULT_DISK_RESERVE = 64 * MiB
 
 
 class UploadError(Exception):
@@ -82,12 +82,14 @@ class UploadManager:
         max_upload: int = 100 * MiB,
         stale_after: float = 600.0,
         max_active_per_user: int = 4,
+        disk_reserve: int = DEFAULT_DISK_RESERVE,
     ) -> None:
         self._library = library
         self._dir = library.root
         self._max_upload = max_upload
         self._stale_after = stale_after
         self._max_active_per_user = max_active_per_user
+        self._disk_reserve = disk_reserve
         self._uploads: dict[str, Upload] = {}
         self._lock = threading.Lock()
         self._last_sweep = time.monotonic()
@@ -134,8 +136,9 @@ class UploadManager:
             # cannot each pass the check and together fill the disk.
             owed = sum(u.size - u.received for u in self._uploads.values())
             free = shutil.disk_usage(self._dir).free
-            if free - owed - _DISK_HEADROOM < size:
-                raise UploadError("no_space", "not enough free space on the server")
+            if free - owed - self._disk_reserve < size:
+                raise UploadError(
+                    "no_space", "the server does not have enough free disk space for this file")
             try:
                 upload._file = open(upload.temp_path, "xb")  # noqa: SIM115 - lives across calls
             except OSError as exc:

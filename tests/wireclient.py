@@ -19,6 +19,7 @@ class ReplyError(Exception):
     def __init__(self, error: m.Error) -> None:
         super().__init__(f"{error.code}: {error.message}")
         self.code = error.code
+        self.message = error.message
 
 
 class WireClient:
