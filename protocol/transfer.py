@@ -22,6 +22,17 @@ INITIAL_WINDOW = 32            # blocks the sender may send before the first ACK
 MIN_WINDOW = 4
 MAX_WINDOW = 4096
 REORDER_THRESHOLD = 3          # a block is lost once one sent 3 transmissions later is acked
+# Anti-amplification: blocks the sender sends in total before the peer's first ACK. The first
+# START gets the initial window; each repeated START (the client heard nothing) gets only
+# REPEAT_START_BLOCKS more, up to PRE_ACK_EXTRA in all. A START is 32 bytes, so a peer that
+# never ACKs can draw at most initial window + 16 blocks (48 x 1416 bytes at 1400-byte blocks)
+# to the one (IP, port) it bound; then the transfer waits silently for its idle limit.
+PRE_ACK_EXTRA = 16
+REPEAT_START_BLOCKS = 4
+# The sender keeps one byte per block only for the blocks between the cumulative ack and the
+# highest block sent (at most 4 windows: see next_blocks), so a 1 GiB file at 512-byte blocks
+# costs no 2 MiB per offer. The acknowledged prefix is dropped once it is this long.
+ACKED_COMPACT = 4096
 # The RTO only resends a probe block (see handle_timeout), so a short floor costs little.
 MIN_RTO, MAX_RTO, INITIAL_RTO = 0.01, 2.0, 0.5
 IDLE_LIMIT = 5.0               # either side gives up after this long without hearing the peer
@@ -62,7 +73,11 @@ class Sender:
         self.state = "waiting"
         self.reason = ""
         self.peer: tuple | None = None
-        self.acked = bytearray(self.nblocks)   # 1 once covered by the cumulative ack or a SACK
+        # 1 once covered by the cumulative ack or a SACK, for blocks [_base, next_new) only:
+        # blocks below _base are all acked, blocks from next_new up were never sent (an ACK
+        # naming one is dropped), so the state is bounded by the flight, not the file size.
+        self._acked = bytearray()
+        self._base = 0
         self.cum = 0                           # every block below this is acked
         self.next_new = 0                      # lowest never-sent block
         self.inflight: dict[int, tuple[int, float]] = {}   # seq -> (transmission no, sent at)
@@ -82,6 +97,10 @@ class Sender:
         self.ack_no = -1
         self.got_ack = False
         self.pre_ack_budget = initial_window   # anti-amplification: sends left before first ACK
+        self.pre_ack_limit = initial_window + PRE_ACK_EXTRA   # ... and in total, all STARTs
+        self.pre_ack_sent = 0
+        self.acks_rejected = 0                 # ACKs dropped for naming blocks never sent
+        self.starts_ignored = 0                # STARTs with the token from another address
         self.starts_seen = 0
         self.srtt: float | None = None
         self.rttvar = 0.0
@@ -126,17 +145,24 @@ class Sender:
             return
         if self.state == "waiting":
             if now > self.expires_at or addr[0] != self.client_ip:
+                self.starts_ignored += 1
                 return
+            # The first valid START binds the transfer to its (IP, port): nothing is ever
+            # sent to another port of that IP, whatever later STARTs say.
             self.peer, self.state, self.last_heard = addr, "sending", now
             self.rwnd = max(MIN_WINDOW, min(parsed[1], self.max_window))
             self.starts_seen = 1
             if self.nblocks == 0:
                 self._send_end(now)
-        elif addr == self.peer and not self.got_ack and self.starts_seen <= MAX_STARTS:
-            # A repeated START means nothing arrived: allow one more initial window, no more.
+        elif addr != self.peer:
+            self.starts_ignored += 1
+        elif not self.got_ack and self.starts_seen <= MAX_STARTS:
+            # A repeated START means nothing arrived: resend the first few blocks, within the
+            # total allowed before any ACK (a peer that never ACKs gets no more than that).
             self.starts_seen += 1
             self.last_heard = now
-            self.pre_ack_budget = self.initial_window
+            self.pre_ack_budget = min(REPEAT_START_BLOCKS,
+                                      max(0, self.pre_ack_limit - self.pre_ack_sent))
             for seq in self.inflight:
                 self.lost.append(seq)
             self.inflight.clear()
@@ -150,7 +176,12 @@ class Sender:
             return
         cum, window, ack_no, flat, partial = parsed
         starts, ends = flat[0::2], flat[1::2]
-        if cum > self.nblocks or not self._ranges_ok(cum, starts, ends):
+        # Nothing can be acknowledged that was never sent: an ACK claiming more (cum or a
+        # range beyond next_new) is hostile or corrupt and dropped whole. So an ACK's work is
+        # bounded by the blocks sent and not yet acked (at most 4 windows), never by nblocks.
+        sent = self.next_new
+        if cum > sent or not self._ranges_ok(cum, starts, ends, sent):
+            self.acks_rejected += 1
             return
         self.last_heard = now
         self.got_ack = True
@@ -161,42 +192,62 @@ class Sender:
             # whose blocks must not be called lost (their fate is unknown).
             self.unknown_span = (ends[-2], starts[-1]) if partial else (0, 0)
         newly: list[int] = []
-        acked = self.acked
+        acked, base = self._acked, self._base
         if cum > self.cum:
-            self._collect(self.cum, cum, newly)
+            self._collect(self.cum - base, cum - base, newly)
             self.cum = cum
-        # One C-level find per range; Python work only for ranges that hold unacked blocks.
-        found = list(map(acked.find, repeat(0), starts, ends))
-        for i in compress(range(len(found)), map(operator.le, repeat(0), found)):
-            self._collect(found[i], ends[i], newly)
+        if starts:
+            # Indexes into _acked; a range of an old ACK below _base is clamped to nothing.
+            los = list(map(max, map(operator.sub, starts, repeat(base)), repeat(0)))
+            his = list(map(max, map(operator.sub, ends, repeat(base)), repeat(0)))
+            # One C-level find per range; Python work only for ranges that hold unacked blocks.
+            found = list(map(acked.find, repeat(0), los, his))
+            for i in compress(range(len(found)), map(operator.le, repeat(0), found)):
+                self._collect(found[i], his[i], newly)
         if newly:
             self._account_acks(newly, now)
-        if self.cum < self.nblocks and acked[self.cum]:
-            nxt = acked.find(0, self.cum)
-            self.cum = self.nblocks if nxt < 0 else nxt
+        i = self.cum - base
+        if i < len(acked) and acked[i]:
+            nxt = acked.find(0, i)
+            self.cum = base + (len(acked) if nxt < 0 else nxt)
+        drop = self.cum - base
+        if drop >= ACKED_COMPACT and 2 * drop >= len(acked):
+            del acked[:drop]               # the acked prefix: O(1) amortised in CPython
+            self._base = self.cum
         self._detect_losses()
         if self.cum >= self.nblocks and self.state == "sending":
             self._send_end(now)
 
-    def _ranges_ok(self, cum: int, starts, ends) -> bool:
-        # cum <= start0 < end0 <= start1 < end1 ... <= nblocks, checked by C-level map().
+    @staticmethod
+    def _ranges_ok(cum: int, starts, ends, limit: int) -> bool:
+        # cum <= start0 < end0 <= start1 < end1 ... <= limit, checked by C-level map().
         if not starts:
             return True
-        return (cum <= starts[0] and ends[-1] <= self.nblocks
+        return (cum <= starts[0] and ends[-1] <= limit
                 and not any(map(operator.ge, starts, ends))
                 and not any(map(operator.gt, ends, starts[1:])))
 
     def _collect(self, start: int, end: int, newly: list[int]) -> None:
-        # Only the zero bytes (blocks not yet acked) cost Python work: O(new information).
-        acked = self.acked
+        # start, end: indexes into _acked. Only the zero bytes (blocks not yet acked) cost
+        # Python work: O(new information).
+        acked, base = self._acked, self._base
         i = acked.find(0, start, end)
         if i < 0:
             return
         start = i
         while i >= 0:
-            newly.append(i)
+            newly.append(base + i)
             i = acked.find(0, i + 1, end)
         acked[start:end] = b"\x01" * (end - start)
+
+    def is_acked(self, seq: int) -> bool:
+        """Has block seq been acknowledged (cumulatively or selectively)?"""
+        i = seq - self._base
+        return i < 0 or (i < len(self._acked) and self._acked[i] == 1)
+
+    def state_bytes(self) -> int:
+        """Bytes of per-block acknowledgement state held now (bounded by the flight)."""
+        return len(self._acked)
 
     def _account_acks(self, newly: list[int], now: float) -> None:
         inflight, retx, undescribed = self.inflight, self.retransmitted, self.undescribed
@@ -320,10 +371,11 @@ class Sender:
         if budget <= 0:
             return []
         out: list[int] = []
-        acked, inflight, order, lost = self.acked, self.inflight, self.order, self.lost
+        acked, inflight, order, lost = self._acked, self.inflight, self.order, self.lost
+        base = self._base
         while lost and len(out) < budget:
             seq = lost.popleft()
-            if acked[seq] or seq in inflight:
+            if seq < base or acked[seq - base] or seq in inflight:
                 continue
             self.xmit_no += 1
             inflight[seq] = (self.xmit_no, now)
@@ -340,10 +392,12 @@ class Sender:
             order.append((xmit, seq, now))
             out.append(seq)
         if stop > self.next_new:
+            acked.extend(bytes(stop - self.next_new))
             self.next_new = stop
         self.xmit_no = xmit
         if not self.got_ack:
             self.pre_ack_budget -= len(out)
+            self.pre_ack_sent += len(out)
         return out
 
     def block_span(self, seq: int) -> tuple[int, int]:
