@@ -112,11 +112,17 @@ def typing(h: ClientHandler, req: m.Typing) -> dict:
         raise CommandError("bad_message", f"unknown conversation kind {req.kind!r}")
     check_may_post(h, req.kind, rate=False)  # no notice for what could not be sent
     conv, now = conversation_key(req.kind, h.user, target), time.monotonic()
-    if now - h.typing_told.get(conv, -TYPING_EVERY) < TYPING_EVERY:
+    told = h.typing_told
+    if now - told.get(conv, -TYPING_EVERY) < TYPING_EVERY:
         return {}
-    if len(h.typing_told) >= TYPING_CONVERSATIONS:
-        h.typing_told.clear()
-    h.typing_told[conv] = now
+    if len(told) >= TYPING_CONVERSATIONS:
+        # Forget only what no longer limits anything: clearing it all would let a client
+        # cycling through many conversations pass a public notice on every time.
+        for key in [k for k, t in told.items() if now - t >= TYPING_EVERY]:
+            del told[key]
+        if len(told) >= TYPING_CONVERSATIONS:
+            return {}  # typing in 32 places in 2 s is no person: the notice is best effort
+    told[conv] = now
     event = m.UserTyping(h.user, h.display, req.kind, target)
     if req.kind == "public":
         server.broadcast(event, exclude=h)
