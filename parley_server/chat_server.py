@@ -143,7 +143,7 @@ class ChatServer:
 
     def _housekeeping(self) -> None:
         """Keepalive for everyone: ping the silent, drop the dead (readers block in recv);
-        and apply the history retention policy once an hour."""
+        and apply the history retention policy every retention_interval."""
         next_trim = 0.0
         next_heap_trim = time.monotonic() + HEAP_TRIM_INTERVAL
         while not self._shutdown_requested.wait(self.config.poll_interval):
@@ -154,10 +154,25 @@ class ChatServer:
             if time.monotonic() >= next_heap_trim:
                 next_heap_trim = time.monotonic() + HEAP_TRIM_INTERVAL
                 trim_heap()
+            if time.monotonic() >= next_trim:
+                next_trim = time.monotonic() + self.config.retention_interval
+                self._apply_retention()
+
+    def _apply_retention(self) -> None:
+        """History kept as documented: at most history_keep messages per conversation, and
+        none older than the policy's history_days (when set). A failure (a full disk) is
+        logged and tried again at the next round; it never ends housekeeping."""
+        try:
             days = self.config.policy.history_days
-            if days and time.monotonic() >= next_trim:
-                next_trim = time.monotonic() + 3600
+            if days:
                 self.store.delete_older_than(time.time() - days * 86400)
+            if self.config.history_keep:
+                removed = self.store.trim_history(self.config.history_keep)
+                if removed:
+                    log.info("retention: removed %d old message(s)", removed)
+        except Exception:
+            log.exception("retention failed; trying again in %g s",
+                          self.config.retention_interval)
 
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         for flusher in self.flushers:

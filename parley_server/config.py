@@ -25,7 +25,8 @@ class ServerConfig:
     keepalive_after: float = 20.0       # ping a client silent this long
     dead_after: float = 60.0            # drop a client silent this long (ping unanswered)
     poll_interval: float = 5.0          # how often an idle reader wakes to check the above
-    history_keep: int = 5000            # messages kept per conversation
+    history_keep: int = 5000            # messages kept per conversation (0: all)
+    retention_interval: float = 600.0   # how often old history is removed (and at start)
     scrypt_n: int = 2**14
     max_upload: int = 100 << 20
     udp_port: int | None = None         # None: same number as the TCP port (0 when port is 0)

@@ -79,6 +79,18 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
 
+def _trim_conversation(db: sqlite3.Connection, conv: str, keep: int, batch: int) -> int:
+    """One batch of trim_history for one conversation (uses the messages_conv index)."""
+    row = db.execute("SELECT id FROM messages WHERE conv = ? ORDER BY id DESC LIMIT 1 OFFSET ?",
+                     (conv, keep)).fetchone()
+    if row is None:
+        return 0
+    return db.execute(
+        "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE conv = ? AND id <= ?"
+        " AND id NOT IN (SELECT msg_id FROM pending) ORDER BY id LIMIT ?)",
+        (conv, row[0], batch)).rowcount
+
+
 def conversation_key(kind: str, sender: str, target: str) -> str:
     """One key per conversation: both sides of a direct chat map to the same key."""
     if kind == "public":
@@ -606,8 +618,20 @@ class Store:
         return self._read("SELECT name_key, until FROM mutes WHERE until IS NULL OR until > ?",
                           (now,))
 
-    def trim_history(self, keep_per_conversation: int) -> None:
-        self._write(lambda db: db.execute(
-            "DELETE FROM messages WHERE id NOT IN (SELECT msg_id FROM pending) AND id IN ("
-            " SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY conv ORDER BY id DESC)"
-            " AS rn FROM messages) WHERE rn > ?)", (keep_per_conversation,)))
+    def trim_history(self, keep_per_conversation: int, batch: int = 2000) -> int:
+        """Delete all but the newest keep_per_conversation messages of every conversation
+        (a message still waiting for an offline recipient stays until delivered); returns
+        how many went. Done as many small write jobs, so sends queue behind the trim for a
+        few milliseconds at a time, never for the whole of it."""
+        if keep_per_conversation < 1:
+            raise ValueError("keep at least one message per conversation")
+        convs = [c for (c,) in self._read("SELECT DISTINCT conv FROM messages")]
+        removed = 0
+        for conv in convs:
+            for _ in range(1_000_000):  # bounded: each round removes a full batch or ends
+                n = self._write(lambda db, conv=conv: _trim_conversation(
+                    db, conv, keep_per_conversation, batch))
+                removed += n
+                if n < batch:
+                    break
+        return removed

@@ -35,3 +35,31 @@ def test_typing_in_many_conversations_does_not_reopen_the_public_limit(tmp_path)
             told = sum(1 for ev in watcher.inbox if _is_public_typing(ev))
             # One public notice per 2 s, however many other conversations are typed in.
             assert 1 <= told <= 1 + int(elapsed / 2.0), (told, elapsed)
+
+
+def test_history_keeps_the_newest_per_conversation_and_undelivered_messages(tmp_path):
+    with running_server(tmp_path, tls=False, history_keep=10, retention_interval=0.1,
+                        poll_interval=0.05) as srv:
+        with WireClient(srv.host, srv.port, tls=False) as bob:
+            bob.register("bob")
+        with WireClient(srv.host, srv.port, tls=False) as alice:
+            alice.register("alice")
+            alice.call(m.Send, kind="direct", target="bob", text="for when you are back")
+            for i in range(40):
+                alice.call(m.Send, kind="public", target="", text=f"public {i}")
+            bob = WireClient(srv.host, srv.port, tls=False)
+            bob.login("bob")  # online now (and never acknowledges the delayed one)
+            for i in range(15):
+                alice.call(m.Send, kind="direct", target="bob", text=f"direct {i}")
+            deadline = time.monotonic() + 10
+            while True:  # retention runs on the housekeeping thread, every 0.1 s here
+                public = alice.call(m.History, kind="public", target="", limit=100)["messages"]
+                direct = alice.call(m.History, kind="direct", target="bob", limit=100)["messages"]
+                if len(public) + len(direct) <= 21 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)  # polling the server inside a bounded wait
+            assert [msg["text"] for msg in public] == [f"public {i}" for i in range(30, 40)]
+            texts = [msg["text"] for msg in direct]
+            # bob has not acknowledged the first one yet: it stays beside the 10 newest.
+            assert texts == ["for when you are back"] + [f"direct {i}" for i in range(5, 15)]
+            bob.close()
