@@ -16,6 +16,7 @@ survive a power cut just like the file, which is fsynced too.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -34,6 +35,16 @@ log = logging.getLogger(__name__)
 MiB = 1024 * 1024
 _HASH_CHUNK = 1 * MiB
 _THREAD_JOIN_TIMEOUT = 5.0
+_PRIVATE_FILE = 0o600
+
+
+def _make_private(path: Path) -> None:
+    try:
+        os.chmod(path, _PRIVATE_FILE)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("cannot make %s private: %s", path, exc)
 
 
 class LibraryError(Exception):
@@ -92,37 +103,101 @@ CREATE TABLE IF NOT EXISTS files_uploaders (
 
 
 class _IndexDB:
-    """The SQLite side. One connection shared under a lock: every statement is tiny."""
+    """The SQLite side. One connection shared under a lock: every statement is tiny.
+
+    The database is only a cache (hashes can be recomputed; uploaders are the one thing lost),
+    so a damaged one never stops the server: it is moved aside, a warning logged, and a fresh
+    one built by rehashing. The file and its -wal/-shm are the owner's alone (0600)."""
 
     def __init__(self, db_path: Path) -> None:
         db_path.parent.mkdir(parents=True, exist_ok=True)
+        self._path = Path(db_path)
         self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = sqlite3.connect(
-            db_path, timeout=10.0, isolation_level=None, check_same_thread=False
-        )
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        self._conn.executescript(_SCHEMA)
+        self._conn: sqlite3.Connection | None = None
+        try:
+            self._conn = self._open()
+        except sqlite3.DatabaseError as exc:
+            self._move_aside(exc)
+            self._conn = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        path = self._path
+        try:
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, _PRIVATE_FILE))
+        except OSError as exc:
+            log.warning("cannot create %s: %s", path, exc)
+        conn = sqlite3.connect(path, timeout=10.0, isolation_level=None,
+                               check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            # A small table: checking it costs milliseconds and finds damage now, not in a
+            # handler thread in the middle of a download request.
+            result = conn.execute("PRAGMA quick_check").fetchone()
+            if result is None or result[0] != "ok":
+                raise sqlite3.DatabaseError(f"integrity check failed: {result and result[0]}")
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        for suffix in ("", "-wal", "-shm"):  # SQLite copies the database's mode; made sure
+            _make_private(Path(str(path) + suffix))
+        return conn
+
+    def _move_aside(self, exc: BaseException) -> None:
+        """Keep the damaged file for whoever wants to look at it; start again without it."""
+        aside = Path(f"{self._path}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        log.warning("the file library's hash cache %s is damaged (%s): moved it to %s and "
+                    "starting a new one; shared files are hashed again and the record of "
+                    "who uploaded them is lost", self._path, exc, aside.name)
+        try:
+            os.replace(self._path, aside)
+        except OSError as move_exc:
+            log.warning("cannot move %s aside (%s): deleting it", self._path, move_exc)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path)
+        for suffix in ("-wal", "-shm", "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{self._path}{suffix}")
+
+    def _rebuild(self, exc: BaseException) -> None:
+        """Damage found while running (caller holds the lock): a new, empty cache."""
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.close()
+            self._conn = None
+        self._move_aside(exc)
+        self._conn = self._open()
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
             raise LibraryError("closed", "the file library is closed")
         return self._conn
 
-    def cached_hash(self, name: str, size: int, mtime_ns: int) -> str | None:
+    def _call(self, job: Callable[[sqlite3.Connection], object], default: object = None,
+              *, retry: bool = False) -> object:
+        """Run job(connection) under the lock. Damage found on the way (not a busy or full
+        disk: those are OperationalErrors and raise) rebuilds the cache; then the job runs
+        again on the new one (retry) or `default` is the answer."""
         with self._lock:
-            row = self._db().execute(
-                "SELECT sha256 FROM files_hashes WHERE path=? AND size=? AND mtime_ns=?",
-                (name, size, mtime_ns),
-            ).fetchone()
+            try:
+                return job(self._db())
+            except sqlite3.OperationalError:
+                raise
+            except sqlite3.DatabaseError as exc:
+                self._rebuild(exc)
+                return job(self._db()) if retry else default
+
+    def cached_hash(self, name: str, size: int, mtime_ns: int) -> str | None:
+        row = self._call(lambda db: db.execute(
+            "SELECT sha256 FROM files_hashes WHERE path=? AND size=? AND mtime_ns=?",
+            (name, size, mtime_ns)).fetchone())
         return row[0] if row else None
 
     def uploader(self, name: str, size: int, mtime_ns: int) -> str | None:
-        with self._lock:
-            row = self._db().execute(
-                "SELECT uploader FROM files_uploaders WHERE path=? AND size=? AND mtime_ns=?",
-                (name, size, mtime_ns),
-            ).fetchone()
+        row = self._call(lambda db: db.execute(
+            "SELECT uploader FROM files_uploaders WHERE path=? AND size=? AND mtime_ns=?",
+            (name, size, mtime_ns)).fetchone())
         return row[0] if row else None
 
     def store(
@@ -134,20 +209,21 @@ class _IndexDB:
         hashes, uploaders = list(hashes), list(uploaders)
         if not hashes and not uploaders:
             return
-        with self._lock:
-            db = self._db()
+        now = time.time()
+
+        def job(db: sqlite3.Connection) -> None:
             with db:  # transaction: commit, or roll back on error
                 db.execute("BEGIN")
                 db.executemany("INSERT OR REPLACE INTO files_hashes VALUES (?,?,?,?)", hashes)
                 db.executemany(
                     "INSERT OR REPLACE INTO files_uploaders VALUES (?,?,?,?,?)",
-                    [(*row, time.time()) for row in uploaders],
+                    [(*row, now) for row in uploaders],
                 )
+        self._call(job, retry=True)
 
     def prune(self, keep: set[str]) -> None:
         """Forget rows for names no longer in the folder, so the tables do not grow forever."""
-        with self._lock:
-            db = self._db()
+        def job(db: sqlite3.Connection) -> None:
             for table in ("files_hashes", "files_uploaders"):
                 gone = [
                     (p,) for (p,) in db.execute(f"SELECT path FROM {table}") if p not in keep
@@ -156,6 +232,7 @@ class _IndexDB:
                     with db:
                         db.execute("BEGIN")
                         db.executemany(f"DELETE FROM {table} WHERE path=?", gone)
+        self._call(job)
 
     def close(self) -> None:
         with self._lock:

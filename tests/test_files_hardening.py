@@ -1,0 +1,83 @@
+"""Hardening of file sharing (issue 11): bounded hash waits, bounded offers, deadlines on the
+TCP fallback, a damaged hash cache, IPv6 hosts, and names that never overwrite or collide."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import stat
+from pathlib import Path
+
+from serverutil import running_server
+from wireclient import WireClient
+
+from protocol import messages as m
+
+
+def make_file(path: Path, size: int, seed: int = 1) -> bytes:
+    block = hashlib.sha256(str(seed).encode()).digest() * 2048  # 64 KiB pattern
+    data = (block * (size // len(block) + 1))[:size]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return data
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+# ---- 18b: the hash cache --------------------------------------------------------------------
+
+def test_a_damaged_hash_cache_is_moved_aside_and_rebuilt(tmp_path, caplog):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "files.sqlite3").write_bytes(b"this is not an SQLite database" * 100)
+    make_file(tmp_path / "files" / "notes.txt", 1000)
+    with caplog.at_level(logging.WARNING, logger="parley_server.library"), \
+            running_server(tmp_path, tls=False) as srv, WireClient(srv.host, srv.port,
+                                                                    tls=False) as c:
+        c.register("alice")
+        files = c.call(m.ListFiles)["files"]
+        assert [f["name"] for f in files] == ["notes.txt"]
+        assert files[0]["sha256"] is not None
+        assert any("damaged" in r.getMessage() for r in caplog.records)
+        aside = list(data_dir.glob("files.sqlite3.damaged-*"))
+        assert len(aside) == 1
+        for suffix in ("", "-wal", "-shm"):
+            path = data_dir / ("files.sqlite3" + suffix)
+            assert path.exists() and mode(path) == 0o600, (suffix, oct(mode(path)))
+
+
+def test_the_hash_cache_is_private_from_the_start(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with running_server(tmp_path, tls=False) as srv:
+            for suffix in ("", "-wal", "-shm"):
+                path = srv.data_dir / ("files.sqlite3" + suffix)
+                assert mode(path) == 0o600, (suffix, oct(mode(path)))
+    finally:
+        os.umask(old)
+
+
+def test_a_cache_with_damaged_pages_is_rebuilt(tmp_path, caplog):
+    """The header is fine (SQLite opens it) but the table pages are not."""
+    from parley_server.library import FileLibrary
+
+    files = tmp_path / "files"
+    for i in range(50):
+        make_file(files / f"f{i:02}.txt", 100 + i, seed=i)
+    db = tmp_path / "files.sqlite3"
+    with FileLibrary(files, db) as lib:
+        lib.start()
+    assert db.stat().st_size > 4096
+    with open(db, "r+b") as f:
+        f.seek(4096)
+        f.write(b"\xff" * (db.stat().st_size - 4096))
+    make_file(files / "new.txt", 300, seed=99)
+    with caplog.at_level(logging.WARNING, logger="parley_server.library"), \
+            FileLibrary(files, db) as lib:
+        lib.start()
+        assert len(lib.list()) == 51
+        assert all(e.sha256 is not None for e in lib.list())
+    assert any("damaged" in r.getMessage() for r in caplog.records)
