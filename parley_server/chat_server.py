@@ -20,6 +20,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from parley_common.addresses import plain_ip
 from protocol import encode_message
 from protocol import messages as m
 
@@ -102,6 +103,9 @@ class ChatServer:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and host in ("::", "::0"):
+            # "every address" means IPv4 too (peers then show as ::ffff:a.b.c.d: see accept)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind((host, port))
         # A class logging in at once: a short queue overflows, and each dropped SYN costs
         # its client a 1 s retransmission (seen as ListenOverflows in nstat).
@@ -187,6 +191,7 @@ class ChatServer:
                         continue
                     try:
                         sock, addr = self._listener.accept()
+                        addr = (plain_ip(addr[0]), addr[1])
                     except OSError as exc:
                         # Out of descriptors (EMFILE/ENFILE) the pending connection stays
                         # queued and select() says "readable" at once: pause instead of
