@@ -47,6 +47,16 @@ def _make_private(path: Path) -> None:
         log.warning("cannot make %s private: %s", path, exc)
 
 
+def _under_any(name: str, unsure: set[str]) -> bool:
+    """Is `name` one of `unsure`, or inside one of its folder prefixes ("sub/", "")?"""
+    if not unsure:
+        return False
+    if name in unsure or "" in unsure:
+        return True
+    parts = name.split("/")
+    return any("/".join(parts[:i]) + "/" in unsure for i in range(1, len(parts)))
+
+
 class LibraryError(Exception):
     """A request the library refuses. `code` is for the wire: "bad_path", "not_found",
     "hash_pending" (hash not ready within the timeout) or "closed"."""
@@ -408,7 +418,7 @@ class FileLibrary:
         with self._scan_lock:
             with self._lock:
                 before = dict(self._records)
-            found = self._walk()
+            found, unsure = self._walk()
             changed: list[_Record] = []
             new_hashes: list[tuple[str, int, int, str]] = []
             for name, (path, st) in found.items():
@@ -422,7 +432,14 @@ class FileLibrary:
                 if hash_row is not None:
                     new_hashes.append(hash_row)
             self._db.store(hashes=new_hashes)
-            removed = [name for name in before if name not in found]
+            # A folder or file that could not be read (out of descriptors, a disk error,
+            # permissions) is not gone: what was listed under it stays listed.
+            removed = [name for name in before
+                       if name not in found and not _under_any(name, unsure)]
+            if unsure:
+                log.warning("could not read all of the shared folder (%s); what was listed "
+                            "there stays listed until it can be read again",
+                            ", ".join(sorted(unsure)[:5]) or "the folder itself")
             return self._commit(changed, removed, scan_base=before, report=report)
 
     # ----- internals -------------------------------------------------------------------------
@@ -451,18 +468,26 @@ class FileLibrary:
         relative = os.path.relpath(real, self.root)
         return all(is_listable_component(p) for p in relative.split(os.sep))
 
-    def _walk(self) -> dict[str, tuple[str, os.stat_result]]:
-        """Every shareable regular file: name -> (path, stat). Symlinked dirs are not entered
-        (that avoids loops and escapes); symlinked files are listed if their target is servable."""
+    def _walk(self) -> tuple[dict[str, tuple[str, os.stat_result]], set[str]]:
+        """Every shareable regular file: name -> (path, stat), and the names and folder
+        prefixes ("sub/", "" for the whole folder) that could not be read for a reason other
+        than being gone. Symlinked dirs are not entered (that avoids loops and escapes);
+        symlinked files are listed if their target is servable."""
         found: dict[str, tuple[str, os.stat_result]] = {}
+        unsure: set[str] = set()
         stack = [("", self.root)]
         while stack:
             prefix, directory = stack.pop()
             try:
                 with os.scandir(directory) as it:
                     entries = list(it)
+            except FileNotFoundError:
+                if prefix == "":
+                    unsure.add("")  # the folder itself vanished (unmounted?): keep the list
+                continue
             except OSError as exc:
                 log.warning("cannot read %s: %s", directory, exc)
+                unsure.add(prefix)
                 continue
             for de in entries:
                 if not is_listable_component(de.name):
@@ -481,13 +506,17 @@ class FileLibrary:
                         if de.path in self._excluded_files:
                             continue
                         st = de.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # deleted mid-scan: gone
                 except OSError as exc:
-                    # Deleted or made unreadable mid-scan; the next scan sees the new state.
-                    log.debug("skipping %s: %s", de.path, exc)
+                    # Unreadable for now (EMFILE, EIO, EACCES...): not the same as deleted.
+                    log.debug("cannot stat %s: %s", de.path, exc)
+                    unsure.add(prefix + de.name)
+                    unsure.add(prefix + de.name + "/")
                     continue
                 if stat.S_ISREG(st.st_mode):
                     found[prefix + de.name] = (de.path, st)
-        return found
+        return found, unsure
 
     def _make_record(
         self, name: str, path: str, st: os.stat_result

@@ -4,12 +4,15 @@ TCP fallback, a damaged hash cache, IPv6 hosts, and names that never overwrite o
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
-from serverutil import running_server
+from serverutil import REPO, running_server
 from wireclient import WireClient
 
 from protocol import messages as m
@@ -81,3 +84,61 @@ def test_a_cache_with_damaged_pages_is_rebuilt(tmp_path, caplog):
         assert len(lib.list()) == 51
         assert all(e.sha256 is not None for e in lib.list())
     assert any("damaged" in r.getMessage() for r in caplog.records)
+
+
+# ---- 4: a scan that cannot read is not a scan that found nothing ----------------------------
+
+_SCAN_OUT_OF_DESCRIPTORS = r"""
+import json, os, resource, sys
+from pathlib import Path
+from parley_server.library import FileLibrary
+
+files, db = Path(sys.argv[1]), Path(sys.argv[2])
+removed = []
+lib = FileLibrary(files, db, scan_interval=3600,
+                  on_change=lambda added, gone: removed.extend(gone))
+lib.start()
+before = [e.name for e in lib.list()]
+(files / "sub" / "b.txt").unlink()          # really deleted: must be reported
+# Use up every descriptor this process may have, then scan.
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+hog = []
+try:
+    while True:
+        hog.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+try:
+    lib.refresh()
+    error = None
+except Exception as exc:
+    error = repr(exc)
+after_starved = [e.name for e in lib.list()]
+removed_starved = list(removed)
+for fd in hog:
+    os.close(fd)
+lib.refresh()
+print(json.dumps({"before": before, "starved": after_starved, "removed_starved":
+                  removed_starved, "removed": removed, "after": [e.name for e in lib.list()],
+                  "error": error}))
+lib.close()
+"""
+
+
+def test_running_out_of_descriptors_does_not_empty_the_listing(tmp_path):
+    files = tmp_path / "files"
+    make_file(files / "a.txt", 100)
+    make_file(files / "sub" / "b.txt", 100)
+    make_file(files / "sub" / "c.txt", 100)
+    out = subprocess.run([sys.executable, "-c", _SCAN_OUT_OF_DESCRIPTORS, str(files),
+                          str(tmp_path / "files.sqlite3")], capture_output=True, text=True,
+                         timeout=60, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["before"] == ["a.txt", "sub/b.txt", "sub/c.txt"]
+    assert result["removed_starved"] == [], result
+    assert result["starved"] == result["before"], result
+    assert "could not read" in out.stderr or "cannot read" in out.stderr
+    # Once descriptors are back, the real deletion is seen.
+    assert result["removed"] == ["sub/b.txt"] and result["after"] == ["a.txt", "sub/c.txt"]
