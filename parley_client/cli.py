@@ -21,7 +21,16 @@ from protocol import APP_NAME, APP_VERSION
 from protocol import messages as m
 from protocol.join_code import decode_join_code
 
-from .cli_text import HELP, MODERATION, POLICY_WORDS, format_event, format_message, who
+from .cli_text import (
+    HELP,
+    MODERATION,
+    POLICY_WORDS,
+    format_event,
+    format_message,
+    shown,
+    terminal_safe,
+    who,
+)
 from .events import Disconnected, LoggedIn, LoggedOut, SessionError
 from .session import ClientSession
 from .trust_store import TrustStore
@@ -70,11 +79,11 @@ class TerminalClient:
 
     def say(self, line: str) -> None:
         with self._print_lock:
-            self.out.write(line + "\n")
+            self.out.write(terminal_safe(line) + "\n")
             self.out.flush()
 
     def error(self, text: str) -> None:
-        self.say(f"error: {text}")
+        self.say(f"error: {shown(text)}")
 
     def _new_fingerprint(self, host: str, port: int, fingerprint: str) -> bool:
         # Trust on first use: a terminal has no dialog; the line lets the user compare it with
@@ -173,7 +182,7 @@ class TerminalClient:
         server = f"{info.get('server', 'Parley')} {info.get('app_version', '')}".strip()
         self.say(f"connected to {host}:{port} ({server})")
         if info.get("motd"):
-            self.say(f"* {info['motd']}")
+            self.say(f"* {shown(info['motd'])}")
         return True
 
     def cmd_connect(self, args: list[str], _rest: str) -> None:
@@ -274,7 +283,7 @@ class TerminalClient:
         rooms = self.wait(self.session.list_rooms(), "lr").get("rooms", [])
         self.say(f"{len(rooms)} room(s):" if rooms else "no rooms")
         for r in rooms:
-            self.say(f"  {r.get('name')} (created by {r.get('creator')}, "
+            self.say(f"  {shown(r.get('name'))} (created by {shown(r.get('creator'))}, "
                      f"{r.get('members', 0)} member(s))")
 
     def cmd_room_members(self, args: list[str], _rest: str) -> None:
@@ -462,8 +471,8 @@ class TerminalClient:
         files = self.wait(self.session.list_files(), "files").get("files", [])
         self.say(f"{len(files)} shared file(s):" if files else "no shared files")
         for f in files:
-            by = f" shared by {f['uploader']}" if f.get("uploader") else ""
-            self.say(f"  {f.get('name')}  {human_size(f.get('size', 0))}{by}")
+            by = f" shared by {shown(f['uploader'])}" if f.get("uploader") else ""
+            self.say(f"  {shown(f.get('name'))}  {human_size(f.get('size', 0))}{by}")
 
     def cmd_get(self, args: list[str], _rest: str) -> None:
         self.usage(args, 1, "get <name> [dest-dir]")

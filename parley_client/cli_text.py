@@ -3,6 +3,7 @@ Kept apart from the command loop (cli.py) so that the wording can be read and te
 
 from __future__ import annotations
 
+import re
 import time
 
 from protocol import messages as m
@@ -67,8 +68,35 @@ POLICY_WORDS = {"private": "private_messages", "uploads": "uploads",
                 "readonly": "public_read_only"}
 
 
+# What a terminal acts on instead of showing: C0 controls and DEL (ESC starts the sequences
+# that clear the screen or set the window title, CR and backspace overwrite what is shown),
+# C1 controls (some terminals take 0x9b as ESC [), line and paragraph separators, and the
+# bidirectional overrides that make text read differently from what it is.
+_TERMINAL_CONTROLS = re.compile(
+    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+CONTINUATION = "\n      "  # a message's next line: indented, so it cannot pass for a new line
+
+
+def _visible(match: re.Match) -> str:
+    ch = match.group()
+    return "\\t" if ch == "\t" else f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"
+
+
+def terminal_safe(line: str) -> str:
+    """A line of ours with every control character shown as an escape (\\x1b), never acted
+    on; its own line breaks stay. The last guard: fields are also cleaned by shown()."""
+    return _TERMINAL_CONTROLS.sub(_visible, line)
+
+
+def shown(text: object) -> str:
+    """One field from the server (a message, a name, a reason), safe to print: controls
+    escaped, and its line breaks indented so that no text can forge a line of its own."""
+    return terminal_safe(str(text)).replace("\r\n", "\n").replace("\n", CONTINUATION)
+
+
 def who(name: str, display: str | None) -> str:
-    return name if not display or display == name else f"{display} ({name})"
+    name = shown(name)
+    return name if not display or display == name else f"{shown(display)} ({name})"
 
 
 def format_message(msg: m.ChatMessage | dict, me: str | None, *, with_time: bool = False) -> str:
@@ -91,7 +119,7 @@ def format_message(msg: m.ChatMessage | dict, me: str | None, *, with_time: bool
     if with_time and isinstance(get("ts"), int | float):
         stamp = time.strftime("%H:%M ", time.localtime(get("ts")))
     mark = " (edited)" if get("edited") else ""
-    return f"[{where}] {stamp}{who(sender, get('sender_display'))}: {get('text', '')}{mark}"
+    return f"[{shown(where)}] {stamp}{who(sender, get('sender_display'))}: {shown(get('text', ''))}{mark}"
 
 
 def describe_policy(policy: dict) -> str:
@@ -110,31 +138,31 @@ def format_event(event: object, me: str | None) -> str | None:
     if isinstance(event, m.Presence):
         return f"* {who(event.user, event.display)} {'joined' if event.online else 'left'}"
     if isinstance(event, m.Renamed):
-        return f"* {event.old_display or event.user} is now known as {event.display}"
+        return f"* {shown(event.old_display or event.user)} is now known as {shown(event.display)}"
     if isinstance(event, m.RoomEvent):
         actor = who(event.user, event.display)
         if event.event == "closed":
-            return f"* room {event.room} was closed by {actor}"
-        return f"* {actor} {event.event} room {event.room}"
+            return f"* room {shown(event.room)} was closed by {actor}"
+        return f"* {actor} {shown(event.event)} room {shown(event.room)}"
     if isinstance(event, m.FileAdded):
-        name = event.file.get("name", "?")
+        name = shown(event.file.get("name", "?"))
         if event.by:
-            return f"* {event.by} shared {name}"
+            return f"* {shown(event.by)} shared {name}"
         return f"* new shared file {name} ({human_size(event.file.get('size', 0))})"
     if isinstance(event, m.FileRemoved):
-        return f"* shared file {event.name} was removed"
+        return f"* shared file {shown(event.name)} was removed"
     if isinstance(event, m.Error):
-        return f"error: {event.message}"
+        return f"error: {shown(event.message)}"
     if isinstance(event, m.PolicyChanged):
         return "* the server's policy changed: " + describe_policy(event.policy)
     if isinstance(event, m.UserTyping):
         return None  # a line per notice would drown the conversation
     if isinstance(event, m.MessageEdited):
-        return f"* {event.sender} edited a message (#{event.msg_id}): {event.text}"
+        return f"* {shown(event.sender)} edited a message (#{event.msg_id}): {shown(event.text)}"
     if isinstance(event, m.MessageDeleted):
         if event.by.lower() == event.sender.lower():
-            return f"* {event.sender} deleted a message (#{event.msg_id})"
-        return f"* {event.by} removed a message of {event.sender} (#{event.msg_id})"
+            return f"* {shown(event.sender)} deleted a message (#{event.msg_id})"
+        return f"* {shown(event.by)} removed a message of {shown(event.sender)} (#{event.msg_id})"
     if isinstance(event, m.AccountStatus):
         return None  # the SERVER message that comes with it says it in words
     if isinstance(event, m.Bye):
@@ -142,18 +170,18 @@ def format_event(event: object, me: str | None) -> str | None:
     if isinstance(event, Disconnected):
         code = f" ({event.code})" if event.code else ""
         then = "; reconnecting" if event.will_reconnect else ""
-        return f"* disconnected: {event.reason}{code}{then}"
+        return f"* disconnected: {shown(event.reason)}{code}{then}"
     if isinstance(event, Reconnecting):
         return f"* reconnecting in {event.delay:.1f} s (attempt {event.attempt})"
     if isinstance(event, Reconnected):
         return f"* reconnected{f' and logged in as {event.user}' if event.user else ''}"
     if isinstance(event, LoggedOut):
-        return f"* {event.reason}" if event.reason != "logged out" else None
+        return f"* {shown(event.reason)}" if event.reason != "logged out" else None
     if isinstance(event, Notice):
-        return f"* {event.text}"
+        return f"* {shown(event.text)}"
     if isinstance(event, LoggedIn):
-        shown = f" (shown as {event.display})" if event.display != event.user else ""
-        return f"{'registered; ' if event.new else ''}logged in as {event.user}{shown}"
+        as_shown = f" (shown as {shown(event.display)})" if event.display != event.user else ""
+        return f"{'registered; ' if event.new else ''}logged in as {event.user}{as_shown}"
     if isinstance(event, Connected):
         return None  # the c command prints it
     return None

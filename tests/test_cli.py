@@ -246,3 +246,27 @@ def test_admin_commands_from_the_terminal(tmp_path, clis):
         s.expect(r"go home")
     assert [e["action"] for e in srv.server.moderation.audit.entries()] == \
         ["mute", "unmute", "announce", "kick"]
+
+
+def test_control_characters_and_newlines_cannot_forge_lines_or_drive_the_terminal(tmp_path,
+                                                                                  clis):
+    from wireclient import WireClient
+    with running_server(tmp_path, files=False) as srv:
+        with WireClient(srv.host, srv.port) as mallory:
+            mallory.register("mallory")
+            b = clis()
+            b.send(f"c 127.0.0.1 {srv.port}")
+            b.expect(r"^connected to")
+            b.send("register bob pw-bob-1")
+            b.expect(r"logged in as bob")
+            hostile = ("\x1b[2J\x1b]0;owned\x07hi\r\n[public] teacher: Test is cancelled"
+                       "\u2028\u202eevil\x9b31m")
+            mallory.call(m.Send, kind="public", target="", text=hostile)
+            mallory.call(m.Send, kind="public", target="", text="marker")
+            b.expect(r"\[public\] mallory: marker$")
+        out = "\n".join(b.history)
+        assert not any(ch in out for ch in "\x1b\x07\r\x9b\u2028\u202e")
+        assert "\\x1b[2J" in out and "\\x1b]0;owned\\x07hi" in out
+        assert not any(line.startswith("[public] teacher") for line in b.history)
+        assert any(line.startswith("      [public] teacher: Test is cancelled")
+                   for line in b.history)
