@@ -76,6 +76,12 @@ def _print_tls(server: ChatServer) -> None:
         print("WARNING: TLS is off (--no-tls): anyone on the network can read the chat, "
               "passwords included. Use this for testing only.", file=sys.stderr, flush=True)
         return
+    if tls.replaced:
+        print("WARNING: this server had run before, but its TLS certificate was gone, so a "
+              "new one was made. Every client that connected before will refuse the new "
+              "fingerprint until its user checks and accepts it: tell them the new short "
+              "form below, or restore the old data/tls folder from a backup and restart.",
+              file=sys.stderr, flush=True)
     made = " (new certificate)" if tls.generated else ""
     print(f"  TLS fingerprint{made}: {format_fingerprint(tls.fingerprint)}", flush=True)
     print(f"    short form: {short_fingerprint(tls.fingerprint)}"

@@ -38,6 +38,10 @@ class ServerTLS:
     cert_path: Path
     key_path: Path
     generated: bool        # made during this start
+    # Made during this start for a server that had run before (its database was there):
+    # every client that pinned the old fingerprint will now refuse to connect until its
+    # user accepts the new one, so the operator must hear about it.
+    replaced: bool = False
 
 
 def load_server_tls(tls: bool, data_dir: Path, cert: Path | None = None,
@@ -45,11 +49,20 @@ def load_server_tls(tls: bool, data_dir: Path, cert: Path | None = None,
     """None when TLS is off; else the context, generating a certificate if none exists yet."""
     if not tls:
         return None
-    generated = False
+    generated = replaced = False
     if cert is None and key is None:
         folder = data_dir / "tls"
         cert, key = folder / CERT_NAME, folder / KEY_NAME
-        if not (cert.exists() and key.exists()):
+        if cert.exists() != key.exists():
+            there, gone = (cert, key) if cert.exists() else (key, cert)
+            raise TLSSetupError(
+                f"{gone} is missing but {there} is still there, so this server's identity "
+                f"is half gone. Restore {gone.name} from a backup to keep the identity clients "
+                f"know. Or, to make a new certificate, move {there} aside too: then every "
+                "client that connected before warns that the server's identity changed, and "
+                "each person has to accept the new fingerprint.")
+        if not cert.exists():
+            replaced = (data_dir / "parley.sqlite3").exists()
             try:
                 generate_self_signed(cert, key)
             except OSError as exc:
@@ -64,7 +77,7 @@ def load_server_tls(tls: bool, data_dir: Path, cert: Path | None = None,
         context = server_context(cert, key)
     except (OSError, ValueError, ssl.SSLError) as exc:
         raise TLSSetupError(f"cannot use the certificate {cert} / key {key}: {exc}") from exc
-    return ServerTLS(context, fingerprint, cert, key, generated)
+    return ServerTLS(context, fingerprint, cert, key, generated, replaced)
 
 
 def server_context(cert: Path, key: Path) -> ssl.SSLContext:

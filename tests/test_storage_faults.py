@@ -164,3 +164,25 @@ def test_uploads_leave_the_disk_reserve_for_the_database(tmp_path):
         c.call(m.Send, kind="public", target="", text="messages still go through")
         small = c.call(m.UploadBegin, name="small.txt", size=1000)
         assert small["upload_id"]
+
+
+def test_a_lost_tls_key_is_said_loudly_never_replaced_silently(tmp_path):
+    port = free_port()
+    with server_process(tmp_path, port) as proc:
+        pass
+    proc.wait(10)
+    tls = tmp_path / "data" / "tls"
+    (tls / "key.pem").unlink()
+    done = subprocess.run(
+        [sys.executable, str(REPO / "server.py"), "--host", "127.0.0.1", "--port", str(port),
+         "--files-dir", str(tmp_path / "files"), "--data-dir", str(tmp_path / "data"),
+         "--no-discovery"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, cwd=REPO, timeout=30)
+    assert done.returncode == 2
+    assert "key.pem is missing" in done.stderr and "accept the new fingerprint" in done.stderr
+    assert "Traceback" not in done.stderr
+    (tls / "cert.pem").unlink()  # the operator chose a new identity
+    with server_process(tmp_path, port) as proc:
+        pass
+    out = proc.stdout.read() if proc.stdout else ""
+    assert "WARNING: this server had run before" in out and "(new certificate)" in out
