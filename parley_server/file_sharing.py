@@ -7,6 +7,7 @@ import base64
 import binascii
 import logging
 import threading
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from protocol import messages as m
@@ -19,6 +20,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("parley.files")
 UPLOAD_CHUNK = 48 * 1024  # raw bytes per upload_chunk: small enough to interleave with chat
+# Download requests waiting for a big file's hash: callbacks on the hash job, no threads.
+MAX_HASH_WAITS_PER_USER = 8
+MAX_HASH_WAITERS = 256          # in all
+HASH_WAIT_LIMIT = 300.0         # then "hash_pending": ask again
+
+
+@dataclass(eq=False)
+class _HashWait:
+    user: str
+    handler: ClientHandler
 
 
 class FileSharing:
@@ -29,9 +40,15 @@ class FileSharing:
 
         cfg = server.config
         self.server = server
+        self.max_hash_waits_per_user = getattr(cfg, "max_hash_waits_per_user",
+                                               MAX_HASH_WAITS_PER_USER)
+        self._waits_lock = threading.Lock()
+        self._hash_waits: dict[_HashWait, int | None] = {}  # -> the library's handle
         self.library = FileLibrary(cfg.files_dir, cfg.data_dir / "files.sqlite3",
                                    exclude=[cfg.data_dir], scan_interval=cfg.scan_interval,
-                                   on_change=self._on_change)
+                                   on_change=self._on_change,
+                                   max_hash_waiters=getattr(cfg, "max_hash_waiters",
+                                                            MAX_HASH_WAITERS))
         self.uploads = UploadManager(self.library, max_upload=cfg.max_upload,
                                      disk_reserve=cfg.disk_reserve)
         udp_port = cfg.udp_port if cfg.udp_port is not None else server.address[1]
@@ -42,6 +59,43 @@ class FileSharing:
         self.library.start()
         self.transfers.start()
 
+    def offer_when_hashed(self, h: ClientHandler, req: m.Download) -> None:
+        """Reply to `req` with an offer once the library has hashed the file (a callback on
+        the library's hash job: no thread of ours waits). CommandError "busy" when this user
+        already waits for max_hash_waits_per_user files, or the library for its maximum."""
+        per_user = self.max_hash_waits_per_user
+        wait = _HashWait(h.user, h)
+
+        def settled(_sha: str | None, error: Exception | None) -> None:
+            with self._waits_lock:
+                self._hash_waits.pop(wait, None)
+            if error is not None:
+                reply: m.Message = m.Error(req.id, error.code, error.message)
+            else:
+                try:
+                    reply = m.Ok(req.id, _offer(h, req, hash_wait=0.0))
+                except CommandError as exc:
+                    reply = m.Error(req.id, exc.code, exc.message)
+            h.reply_later(reply)
+
+        with self._waits_lock:
+            if sum(1 for w in self._hash_waits if w.user == h.user) >= per_user:
+                raise CommandError(
+                    "busy", f"you are already waiting for {per_user} files to be prepared "
+                    "(the server is computing their checksums); try again once those "
+                    "downloads have started")
+            self._hash_waits[wait] = None     # the place is taken before the library is asked
+        try:
+            handle = _library_call(self.library.when_hashed, req.name, settled,
+                                   timeout=HASH_WAIT_LIMIT)
+        except BaseException:
+            with self._waits_lock:
+                self._hash_waits.pop(wait, None)
+            raise
+        with self._waits_lock:
+            if wait in self._hash_waits:      # not settled already
+                self._hash_waits[wait] = handle
+
     def _on_change(self, added: list, removed: list[str]) -> None:
         for entry in added:
             self.server.broadcast(m.FileAdded(entry.to_dict(), entry.uploader))
@@ -49,7 +103,14 @@ class FileSharing:
             self.server.broadcast(m.FileRemoved(name))
 
     def forget_client(self, handler: ClientHandler) -> None:
-        """The connection closed: its unfinished uploads wait to be resumed (UploadManager.park)."""
+        """The connection closed: its unfinished uploads wait to be resumed (UploadManager.park),
+        its waits for hashes end."""
+        with self._waits_lock:
+            theirs = [w for w in self._hash_waits if w.handler is handler]
+            handles = [self._hash_waits.pop(w) for w in theirs]
+        for handle in handles:
+            if handle is not None:
+                self.library.cancel_wait(handle)
         for upload_id in list(handler.uploads):
             self.uploads.park(upload_id)
         handler.uploads.clear()
@@ -103,16 +164,9 @@ def download(h: ClientHandler, req: m.Download) -> dict | object:
     except CommandError as exc:
         if exc.code != "hash_pending":
             raise
-    # A large file nobody has hashed yet: wait for it in a worker, so this client's chat
-    # requests are not held up behind the hashing.
-    def finish_later() -> None:
-        try:
-            reply: m.Message = m.Ok(req.id, _offer(h, req, hash_wait=300.0))
-        except CommandError as exc:
-            reply = m.Error(req.id, exc.code, exc.message)
-        h.reply_later(reply)
-
-    threading.Thread(target=finish_later, name="offer-after-hash", daemon=True).start()
+    # A large file nobody has hashed yet: the library answers once the hash is known. No
+    # thread waits, and the waits are bounded (per user and in all).
+    _files(h).offer_when_hashed(h, req)
     return DEFERRED
 
 

@@ -80,6 +80,14 @@ class FileEntry:
 
 
 OnChange = Callable[[list[FileEntry], list[str]], None]
+HashCallback = Callable[["str | None", "LibraryError | None"], None]
+
+
+@dataclasses.dataclass(eq=False)
+class _HashWaiter:
+    name: str
+    callback: HashCallback
+    deadline: float  # time.monotonic()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,6 +269,7 @@ class FileLibrary:
         hash_inline_limit: int = 8 * MiB,
         scan_interval: float = 1.0,
         on_change: OnChange | None = None,
+        max_hash_waiters: int = 256,
     ) -> None:
         Path(files_dir).mkdir(parents=True, exist_ok=True)
         # Every containment check compares real (symlink-free) paths against the real root.
@@ -291,6 +300,8 @@ class FileLibrary:
         self._records: dict[str, _Record] = {}
         self._hash_queue: collections.deque[str] = collections.deque()
         self._hash_jobs: dict[str, _Record] = {}
+        self._max_hash_waiters = max_hash_waiters
+        self._waiters: dict[int, _HashWaiter] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._hash_count = 0
@@ -322,6 +333,7 @@ class FileLibrary:
             thread.join(_THREAD_JOIN_TIMEOUT)
             if thread.is_alive():
                 log.warning("%s did not stop within %.0f s", thread.name, _THREAD_JOIN_TIMEOUT)
+        self._settle_waiters()  # "closed" for whoever still waits
         self._db.close()
 
     def __enter__(self) -> FileLibrary:
@@ -387,6 +399,67 @@ class FileLibrary:
                 if remaining <= 0:
                     raise LibraryError("hash_pending", f"{name} is still being hashed")
                 self._changed.wait(remaining)
+
+    def when_hashed(self, name: str, callback: HashCallback, timeout: float) -> int:
+        """Call callback(sha256, None) once `name` is hashed, or callback(None, LibraryError)
+        if it is removed first, the library closes, or `timeout` seconds pass ("hash_pending").
+        No thread waits: the callback runs on whichever library thread settles it (keep it
+        short), or at once in this thread if the hash is already known. At most
+        max_hash_waiters callbacks wait at any time; past that LibraryError("busy").
+        Returns a handle for cancel_wait()."""
+        self._current_record(name)  # validates the name; rescans if the file is new or changed
+        with self._lock:
+            if len(self._waiters) >= self._max_hash_waiters:
+                raise LibraryError(
+                    "busy", f"the server is already waiting for {self._max_hash_waiters} "
+                    "files to be hashed; try again in a minute")
+            if name in self._hash_jobs:
+                # Someone is waiting for this one: hash it before other queued big files.
+                self._hash_queue.remove(name)
+                self._hash_queue.appendleft(name)
+            waiter = _HashWaiter(name, callback, time.monotonic() + timeout)
+            handle = id(waiter)
+            self._waiters[handle] = waiter
+        self._settle_waiters()
+        return handle
+
+    def cancel_wait(self, handle: int) -> bool:
+        """Forget a when_hashed callback that has not run (its client went away)."""
+        with self._lock:
+            return self._waiters.pop(handle, None) is not None
+
+    @property
+    def hash_waiters(self) -> int:
+        with self._lock:
+            return len(self._waiters)
+
+    def _settle_waiters(self) -> None:
+        """Run the callbacks whose file is hashed, gone or out of time (outside every lock)."""
+        now = time.monotonic()
+        settled: list[tuple[_HashWaiter, str | None, LibraryError | None]] = []
+        with self._lock:
+            if not self._waiters:
+                return
+            for handle, w in list(self._waiters.items()):
+                record = self._records.get(w.name)
+                if record is not None and record.entry.sha256 is not None:
+                    outcome = (record.entry.sha256, None)
+                elif record is None:
+                    outcome = (None, LibraryError("not_found", f"no such file: {w.name}"))
+                elif self._stop.is_set():
+                    outcome = (None, LibraryError("closed", "the file library is closed"))
+                elif now >= w.deadline:
+                    outcome = (None, LibraryError(
+                        "hash_pending", f"{w.name} is still being hashed; try again later"))
+                else:
+                    continue
+                del self._waiters[handle]
+                settled.append((w, *outcome))
+        for w, sha, error in settled:
+            try:
+                w.callback(sha, error)
+            except Exception:
+                log.exception("hash callback for %s failed", w.name)
 
     # ----- updates ---------------------------------------------------------------------------
 
@@ -618,7 +691,8 @@ class FileLibrary:
                 self._changed.notify_all()
             if report:
                 self._notify(out_changed, out_removed)
-            return out_changed, out_removed
+        self._settle_waiters()
+        return out_changed, out_removed
 
     def _set_hash_job(self, name: str, record: _Record | None) -> None:
         """Queue `record` for the hasher (replacing an older version's job), or drop the job."""
@@ -645,7 +719,8 @@ class FileLibrary:
                 self._records[name] = new
                 self._changed.notify_all()
             self._notify([new.entry], [])
-            return new.entry
+        self._settle_waiters()
+        return new.entry
 
     def _notify(self, changed: list[FileEntry], removed: list[str]) -> None:
         if self._on_change is None or not (changed or removed):
@@ -660,6 +735,7 @@ class FileLibrary:
         while not self._stop.wait(self._scan_interval):
             try:
                 self.refresh()
+                self._settle_waiters()  # the ones out of time
             except LibraryError as exc:
                 if exc.code == "closed":
                     return

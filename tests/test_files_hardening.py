@@ -10,6 +10,8 @@ import os
 import stat
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from serverutil import REPO, running_server
@@ -142,3 +144,79 @@ def test_running_out_of_descriptors_does_not_empty_the_listing(tmp_path):
     assert "could not read" in out.stderr or "cannot read" in out.stderr
     # Once descriptors are back, the real deletion is seen.
     assert result["removed"] == ["sub/b.txt"] and result["after"] == ["a.txt", "sub/c.txt"]
+
+
+# ---- 3b: download requests waiting for a hash ----------------------------------------------
+
+def sparse_file(path: Path, size: int) -> None:
+    """A file of `size` bytes that takes no disk space (and long to hash: ~0.3 GB/s here)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.truncate(size)
+
+
+def send(client: WireClient, cls, **fields) -> int:
+    rid = next(client.ids)
+    client.sock.sendall(client.conn.send(cls(id=rid, **fields)))
+    return rid
+
+
+def reply_to(client: WireClient, rid: int, timeout: float = 10.0):
+    return client.wait_for(lambda ev: isinstance(ev, m.Ok | m.Error) and ev.id == rid,
+                           timeout=timeout)
+
+
+def test_requests_waiting_for_hashes_take_no_threads_and_are_bounded(tmp_path):
+    import parley_server.file_sharing as fs
+
+    MAX_HASH_WAITS_PER_USER = getattr(fs, "MAX_HASH_WAITS_PER_USER", 8)
+
+    for i in range(4):
+        sparse_file(tmp_path / "files" / f"huge{i}.iso", 64 << 30)  # not hashed in this test
+    with running_server(tmp_path, tls=False) as srv:
+        clients = [WireClient(srv.host, srv.port, tls=False) for _ in range(4)]
+        try:
+            for i, c in enumerate(clients):
+                c.register(f"user{i}")
+            baseline = threading.active_count()
+            asks = MAX_HASH_WAITS_PER_USER + 4
+            rids = {c: [send(c, m.Download, name=f"huge{k % 4}.iso", offset=0)
+                        for k in range(asks)] for c in clients}
+            for c in clients:
+                # The waits past the bound are refused at once, in words.
+                for rid in rids[c][MAX_HASH_WAITS_PER_USER:]:
+                    ev = reply_to(c, rid)
+                    assert isinstance(ev, m.Error) and ev.code == "busy", ev
+                    assert f"{MAX_HASH_WAITS_PER_USER} files" in ev.message
+                # The others wait without an answer and without a thread each.
+                assert not any(isinstance(ev, m.Ok | m.Error) and ev.id in rids[c]
+                               for ev in c.inbox)
+            files = srv.server.files
+            assert files.library.hash_waiters == 4 * MAX_HASH_WAITS_PER_USER
+            assert threading.active_count() <= baseline + 2, threading.enumerate()
+            # Chat still answers while the waits are pending.
+            clients[0].call(m.ListFiles)
+        finally:
+            for c in clients:
+                c.close()
+        deadline = time.monotonic() + 10
+        while srv.server.files.library.hash_waiters and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert srv.server.files.library.hash_waiters == 0  # gone with their connections
+
+
+def test_a_request_waiting_for_a_hash_gets_its_offer_when_the_hash_is_done(tmp_path):
+    sparse_file(tmp_path / "files" / "big.img", 512 << 20)
+    with running_server(tmp_path, tls=False) as srv, \
+            WireClient(srv.host, srv.port, tls=False) as c:
+        c.register("alice")
+        baseline = threading.active_count()
+        rid = send(c, m.Download, name="big.img", offset=0)
+        assert threading.active_count() <= baseline + 1
+        ev = reply_to(c, rid, timeout=60)
+        assert isinstance(ev, m.Ok), ev
+        zeros = hashlib.sha256()
+        for _ in range(512):
+            zeros.update(bytes(1 << 20))
+        assert ev.result["sha256"] == zeros.hexdigest()
+        assert ev.result["size"] == 512 << 20
