@@ -61,6 +61,7 @@ class Room:
     name: str
     creator: str
     members: dict[str, str] = field(default_factory=dict)  # user key -> username
+    creator_ip: str = ""  # where it was made from: rooms one address may hold are counted
 
 
 class ChatServer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import TYPE_CHECKING
 
 from protocol import messages as m
@@ -13,7 +14,13 @@ if TYPE_CHECKING:
     from .chat_server import Room
     from .handler import ClientHandler
 
+# Rooms live in memory while someone is in them, so their number is bounded three ways: in
+# all, per member (one account staying in hundreds of rooms would hold them open for throwaway
+# accounts that made them), and per address the rooms were made from (throwaway accounts
+# from one machine).
 MAX_ROOMS = 1000
+ROOMS_JOINED_MAX = 50
+ROOMS_PER_ADDRESS_FACTOR = 4  # an address may hold this many times rooms_per_user
 
 
 def _members(h: ClientHandler, room: Room) -> list[dict]:
@@ -38,20 +45,33 @@ def join_room(h: ClientHandler, req: m.JoinRoom) -> dict:
     if not valid_name(req.room):
         raise CommandError("invalid_room_name",
                            "room names are 1-32 letters, digits, '_', '-' or '.'")
-    server = h.server
+    server, key = h.server, h.user.lower()
+    limits = server.config.policy.limits
     with server.lock:
         room = server.rooms.get(req.room.lower())
         created = room is None
+        already = not created and key in room.members
+        if not already:
+            joined = sum(1 for r in server.rooms.values() if key in r.members)
+            if joined >= ROOMS_JOINED_MAX:
+                raise CommandError("too_many_rooms", f"you are already in {joined} rooms, the "
+                                   "most one person can be in; leave one first")
         if created:
             if len(server.rooms) >= MAX_ROOMS:
-                raise CommandError("too_many_rooms", "the server has too many rooms open")
-            limit = server.config.policy.limits.rooms_per_user
-            mine = sum(1 for r in server.rooms.values() if r.creator.lower() == h.user.lower())
-            if mine >= limit:
+                raise CommandError("too_many_rooms", f"the server has {MAX_ROOMS} rooms open, "
+                                   "the most it keeps; join one of them or try later")
+            mine = sum(1 for r in server.rooms.values() if r.creator.lower() == key)
+            if mine >= limits.rooms_per_user:
                 raise CommandError("too_many_rooms",
                                    f"you already have {mine} rooms open; close one first")
-            room = server.rooms[req.room.lower()] = Room(req.room, h.user)
-        already = h.user.lower() in room.members
+            if not (limits.exempt_loopback and ipaddress.ip_address(h.ip).is_loopback):
+                cap = ROOMS_PER_ADDRESS_FACTOR * limits.rooms_per_user
+                here = sum(1 for r in server.rooms.values() if r.creator_ip == h.ip)
+                if here >= cap:
+                    raise CommandError("too_many_rooms",
+                                       f"{here} rooms made from your computer's address are "
+                                       "open, the most one address may have; close one first")
+            room = server.rooms[req.room.lower()] = Room(req.room, h.user, creator_ip=h.ip)
         room.members[h.user.lower()] = h.user
         members = list(room.members)
         result = {"room": room.name, "created": created, "creator": room.creator,

@@ -63,3 +63,61 @@ def test_history_keeps_the_newest_per_conversation_and_undelivered_messages(tmp_
             # bob has not acknowledged the first one yet: it stays beside the 10 newest.
             assert texts == ["for when you are back"] + [f"direct {i}" for i in range(5, 15)]
             bob.close()
+
+
+def _join(c: WireClient, room: str) -> str | None:
+    """None when joined, else the refusal's code."""
+    from wireclient import ReplyError
+    try:
+        c.call(m.JoinRoom, room=room)
+    except ReplyError as exc:
+        assert "_" not in exc.message  # words, not codes
+        return exc.code
+    return None
+
+
+def test_one_account_cannot_hold_rooms_open_for_throwaway_makers(tmp_path):
+    from parley_server.room_commands import ROOMS_JOINED_MAX
+    with running_server(tmp_path, tls=False) as srv:
+        makers = []
+        for i in range(ROOMS_JOINED_MAX // 5 + 1):   # 5 rooms each (rooms_per_user)
+            c = WireClient(srv.host, srv.port, tls=False)
+            makers.append(c)
+            c.register(f"maker{i}")
+            for j in range(5):
+                assert _join(c, f"r{i}-{j}") is None
+        with WireClient(srv.host, srv.port, tls=False) as holder:
+            holder.register("holder")
+            codes = [_join(holder, f"r{i}-{j}") for i in range(len(makers)) for j in range(5)]
+            assert codes[:ROOMS_JOINED_MAX] == [None] * ROOMS_JOINED_MAX
+            assert set(codes[ROOMS_JOINED_MAX:]) == {"too_many_rooms"}
+        for c in makers:
+            c.close()
+
+
+def test_rooms_made_from_one_address_are_bounded(tmp_path):
+    from parley_server.policy import Limits, Policy
+    from parley_server.room_commands import ROOMS_PER_ADDRESS_FACTOR
+    policy = Policy(limits=Limits(message_rate=10_000, message_burst=10_000,
+                                  exempt_loopback=False, connections_per_address=100))
+    with running_server(tmp_path, tls=False, policy=policy) as srv:
+        made, refused, clients = 0, None, []
+        for i in range(ROOMS_PER_ADDRESS_FACTOR + 1):  # throwaway accounts, one address
+            c = WireClient(srv.host, srv.port, tls=False, source="127.0.0.2")
+            clients.append(c)
+            c.register(f"throwaway{i}")
+            for j in range(5):
+                code = _join(c, f"t{i}-{j}")
+                if code is not None:
+                    refused = code
+                    break
+                made += 1
+            if refused:
+                break
+        assert refused == "too_many_rooms"
+        assert made == ROOMS_PER_ADDRESS_FACTOR * 5
+        with WireClient(srv.host, srv.port, tls=False, source="127.0.0.3") as other:
+            other.register("someone")
+            assert _join(other, "elsewhere") is None  # another machine is not affected
+        for c in clients:
+            c.close()
