@@ -83,6 +83,7 @@ class UploadManager:
         stale_after: float = 600.0,
         max_active_per_user: int = 4,
         disk_reserve: int = DEFAULT_DISK_RESERVE,
+        reserve_idle: float = 30.0,
     ) -> None:
         self._library = library
         self._dir = library.root
@@ -90,6 +91,7 @@ class UploadManager:
         self._stale_after = stale_after
         self._max_active_per_user = max_active_per_user
         self._disk_reserve = disk_reserve
+        self._reserve_idle = reserve_idle
         self._uploads: dict[str, Upload] = {}
         self._lock = threading.Lock()
         self._last_sweep = time.monotonic()
@@ -132,9 +134,7 @@ class UploadManager:
                 raise UploadError(
                     "too_many_uploads", f"at most {self._max_active_per_user} uploads at a time"
                 )
-            # Space still owed to uploads in progress counts as used, so several uploads
-            # cannot each pass the check and together fill the disk.
-            owed = sum(u.size - u.received for u in self._uploads.values())
+            owed = self._owed_locked(time.monotonic())
             free = shutil.disk_usage(self._dir).free
             if free - owed - self._disk_reserve < size:
                 raise UploadError(
@@ -145,6 +145,15 @@ class UploadManager:
                 raise UploadError("io_error", f"cannot store the upload: {exc}") from exc
             self._uploads[upload.upload_id] = upload
         return upload
+
+    def _owed_locked(self, now: float) -> int:
+        """Space promised to uploads under way (what each has yet to send), counted as used so
+        that several uploads cannot each pass the check and together fill the disk. Only
+        uploads that are moving hold a promise: a parked one, or one silent for reserve_idle
+        seconds, would otherwise keep everyone's uploads off the disk while sending nothing.
+        Should it move again and the disk be full, it fails then with no_space."""
+        return sum(u.size - u.received for u in self._uploads.values()
+                   if not u.parked and now - u.last_activity < self._reserve_idle)
 
     def write(self, upload_id: str, offset: int, data: bytes, *, user: str | None = None) -> int:
         """Append a chunk; `offset` must equal the bytes received so far. Returns that count.
@@ -168,6 +177,9 @@ class UploadManager:
                 upload._file.write(data)
             except OSError as exc:  # e.g. the disk filled up after all
                 self._discard_locked(upload)
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise UploadError("no_space", "the server's disk is full; the upload "
+                                      "was cancelled") from exc
                 raise UploadError("io_error", f"cannot store the upload: {exc}") from exc
             upload._digest.update(data)
             upload.received += len(data)

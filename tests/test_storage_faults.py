@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,41 @@ def test_a_lost_tls_key_is_said_loudly_never_replaced_silently(tmp_path):
         pass
     out = proc.stdout.read() if proc.stdout else ""
     assert "WARNING: this server had run before" in out and "(new certificate)" in out
+
+
+def test_a_parked_upload_does_not_keep_the_disk_from_everyone_else(tmp_path):
+    import base64
+    import hashlib
+
+    from serverutil import running_server
+    files = tmp_path / "files"
+    files.mkdir()
+    free = shutil.disk_usage(files).free
+    # 200 MiB usable by uploads: a 150 MiB upload begun and left leaves room for 100 MiB only
+    # while it holds its promise.
+    with running_server(tmp_path, tls=False, disk_reserve=free - (200 << 20),
+                        max_upload=1 << 30) as srv:
+        with WireClient(srv.host, srv.port, tls=False) as hog:
+            hog.register("hog")
+            begun = hog.call(m.UploadBegin, name="huge.iso", size=150 << 20,
+                             sha256=hashlib.sha256(b"never sent").hexdigest())
+            hog.call(m.UploadChunk, upload_id=begun["upload_id"], offset=0,
+                     data=base64.b64encode(b"x" * 1000).decode())
+            with WireClient(srv.host, srv.port, tls=False) as other:
+                other.register("other")
+                with pytest.raises(ReplyError) as refused:  # the promise holds while it moves
+                    other.call(m.UploadBegin, name="notes.pdf", size=100 << 20)
+                assert refused.value.code == "no_space"
+        # hog's connection is gone: its upload is parked (resumable) and holds no space.
+        with WireClient(srv.host, srv.port, tls=False) as other:
+            other.login("other")
+            deadline = time.monotonic() + 10
+            while True:  # parking happens when the server sees hog's connection close
+                try:
+                    r = other.call(m.UploadBegin, name="notes.pdf", size=100 << 20)
+                    break
+                except ReplyError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)  # polling inside a bounded wait
+            assert r["upload_id"]
