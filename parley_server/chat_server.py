@@ -41,6 +41,7 @@ PRESENCE_GATHER = 0.05  # seconds presence notices wait to be sent together
 # During a burst (a class logging in) they wait longer: each flush writes to everyone online.
 PRESENCE_BURST, PRESENCE_BURST_GATHER = 20, 0.25
 ACCEPT_BACKOFF = 0.05  # seconds the accept loop pauses after a failure (no busy loop)
+SEARCHES_PER_SECOND, SEARCH_BURST = 20.0, 40  # server-wide, see search_rate
 HEAP_TRIM_INTERVAL = 30.0  # seconds between giving freed C heap back (memory.trim_heap)
 
 
@@ -75,6 +76,10 @@ class ChatServer:
         self.moderation = Moderation(self)
         limits = config.policy.limits
         self.message_rate = RateLimiter(limits.message_rate, limits.message_burst)
+        # Searches share the store's few reader connections with everyone's history: one at a
+        # time, and a server-wide rate, so many searchers never slow others' history.
+        self.search_slot = threading.Lock()
+        self.search_rate = RateLimiter(SEARCHES_PER_SECOND, SEARCH_BURST)
         self.lock = threading.RLock()
         self.clients: dict[str, ClientHandler] = {}
         self.handlers: set[ClientHandler] = set()

@@ -18,11 +18,13 @@ if TYPE_CHECKING:
 # clients send one every few seconds while typing, and a faster one costs everyone else.
 TYPING_EVERY = 2.0
 TYPING_CONVERSATIONS = 32  # per connection, remembered for that limit
-# Search reads the whole history: one search per connection in this many seconds, at most
-# this many results, words of this many characters.
+# A search reads the full-text index (or the newest messages, for two letters): one search
+# per connection in this many seconds, at most this many results, words of this many
+# characters.
 SEARCH_EVERY = 0.5
 SEARCH_MAX = 200
 SEARCH_WORDS = (2, 200)
+SEARCH_WAIT = 2.0  # seconds a search waits for the one running before it (then: busy)
 
 
 @command(m.DeleteMessage)
@@ -150,7 +152,13 @@ def search(h: ClientHandler, req: m.Search) -> dict:
         rooms = [conversation_key("room", "", r.name) for r in server.rooms.values()
                  if key in r.members]
     limit = max(1, min(SEARCH_MAX, req.limit))
-    found = server.store.search(words, h.user, rooms, limit + 1)
+    if server.search_rate.allow("all") or not server.search_slot.acquire(timeout=SEARCH_WAIT):
+        raise CommandError("busy", "the server is busy with other people's searches; "
+                           "try again in a moment")
+    try:
+        found = server.store.search(words, h.user, rooms, limit + 1)
+    finally:
+        server.search_slot.release()
     result: dict = {"messages": [s.to_dict() for s in found[:limit]]}
     if len(found) > limit:
         result["truncated"] = True

@@ -79,6 +79,59 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
 
+# Search: a trigram full-text index kept in step with messages by triggers, so a search
+# reads the postings of its words instead of every message ever sent. SQLite uses it for
+# LIKE patterns with a run of 3+ characters; shorter searches scan only the newest
+# SHORT_SEARCH_SPAN messages. Without FTS5 (an SQLite built without it) searches scan.
+SEARCH_SCHEMA = """
+CREATE VIRTUAL TABLE messages_fts USING fts5(
+    text, content='messages', content_rowid='id', tokenize='trigram');
+CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO messages_fts(rowid, text) VALUES (new.id, new.text);
+END;
+CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END;
+CREATE TRIGGER messages_fts_update AFTER UPDATE OF text ON messages BEGIN
+    INSERT INTO messages_fts(messages_fts, rowid, text) VALUES ('delete', old.id, old.text);
+    INSERT INTO messages_fts(rowid, text) VALUES (new.id, new.text);
+END;
+"""
+SHORT_SEARCH_SPAN = 20_000
+
+
+def _add_search_index(db: sqlite3.Connection) -> bool:
+    """Make the search index (filled from the messages already there) unless it exists;
+    False where this SQLite has no FTS5 trigram tokenizer."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'messages_fts'").fetchone():
+        return True
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        for statement in _statements(SEARCH_SCHEMA):
+            db.execute(statement)
+        db.execute("INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')")
+        db.execute("COMMIT")
+        return True
+    except sqlite3.OperationalError as exc:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        if "fts5" in str(exc) or "tokenize" in str(exc) or "no such module" in str(exc):
+            log.warning("this SQLite has no FTS5 trigram index: searches read every message")
+            return False
+        raise
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of script, triggers kept whole (sqlite3.complete_statement)."""
+    out, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            out.append(current.strip())
+            current = ""
+    return out
+
+
 def _trim_conversation(db: sqlite3.Connection, conv: str, keep: int, batch: int) -> int:
     """One batch of trim_history for one conversation (uses the messages_conv index)."""
     row = db.execute("SELECT id FROM messages WHERE conv = ? ORDER BY id DESC LIMIT 1 OFFSET ?",
@@ -222,6 +275,7 @@ class Store:
             connections.append(db)
             db.executescript(SCHEMA)
             _add_missing_columns(db)
+            self.indexed_search = _add_search_index(db)
             db.commit()
             for _ in range(READER_POOL - 1):
                 connections.append(self._connect())
@@ -513,13 +567,25 @@ class Store:
         pattern = "%" + words.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         key = user.lower()
         marks = ",".join("?" * len(rooms))
-        rows = self._read(
-            "SELECT id, ts, sender, sender_display, kind, target, text, edited FROM messages"
-            " WHERE text LIKE ? ESCAPE '\\' AND (conv = 'public'"
-            + (f" OR conv IN ({marks})" if rooms else "")
-            + " OR (kind = 'direct' AND (lower(sender) = ? OR lower(target) = ?)))"
-            " ORDER BY id DESC LIMIT ?", (pattern, *rooms, key, key, limit))
-        return [StoredMessage(*r) for r in rows]
+        readable = ("(m.conv = 'public'" + (f" OR m.conv IN ({marks})" if rooms else "")
+                    + " OR (m.kind = 'direct' AND (lower(m.sender) = ? OR lower(m.target) = ?)))")
+        columns = "m.id, m.ts, m.sender, m.sender_display, m.kind, m.target, m.text, m.edited"
+        if self.indexed_search and len(words) >= 3:
+            # The index finds the candidates newest first (a phrase of trigrams matches any
+            # substring, in any case); LIKE keeps the exact meaning: a literal substring, ASCII
+            # letters in either case. (LIKE ... ESCAPE on the index itself would scan it.)
+            sql = (f"SELECT {columns} FROM messages_fts f JOIN messages m ON m.id = f.rowid"
+                   " WHERE messages_fts MATCH ? AND m.text LIKE ? ESCAPE '\\' AND "
+                   + readable + " ORDER BY f.rowid DESC LIMIT ?")
+            phrase = '"' + words.replace('"', '""') + '"'  # one literal phrase, no operators
+            args: tuple = (phrase, pattern, *rooms, key, key, limit)
+        else:
+            sql = (f"SELECT {columns} FROM messages m WHERE m.id > (SELECT coalesce(max(id), 0)"
+                   " FROM messages) - ? AND m.text LIKE ? ESCAPE '\\' AND " + readable
+                   + " ORDER BY m.id DESC LIMIT ?")
+            span = SHORT_SEARCH_SPAN if self.indexed_search else 2**62
+            args = (span, pattern, *rooms, key, key, limit)
+        return [StoredMessage(*r) for r in self._read(sql, args)]
 
     def pending_for(self, user: str) -> list[StoredMessage]:
         """Stored direct messages for user, oldest first. Kept until clear_pending (the client's

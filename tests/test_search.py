@@ -93,3 +93,46 @@ def test_terminal_client_searches(srv, clis, monkeypatch):
     a.expect(r"^no messages contain 'nothing-like-it'$")
     a.send("search q")
     assert "2 to 200 characters" in a.expect(r"^error:")
+
+
+def test_search_uses_the_full_text_index_and_an_old_database_gets_one(tmp_path):
+    import sqlite3
+
+    from parley_server.store import Store
+    path = tmp_path / "parley.sqlite3"
+    store = Store(path)
+    for i in range(50):
+        store.add_message(1000.0 + i, "alice", "alice", "public", "", f"note {i} about 100% of the_exam")
+    store.close()
+    db = sqlite3.connect(path)  # as a database from before the index existed
+    db.executescript("DROP TRIGGER messages_fts_insert; DROP TRIGGER messages_fts_delete;"
+                     "DROP TRIGGER messages_fts_update; DROP TABLE messages_fts;")
+    db.close()
+    store = Store(path)
+    try:
+        assert store.indexed_search
+        found = store.search("100% of the_ex", "bob", [], 10)
+        assert [f.text for f in found][:2] == ["note 49 about 100% of the_exam",
+                                              "note 48 about 100% of the_exam"]
+        assert store.search("100_ of", "bob", [], 10) == []  # "_" is literal, not a wildcard
+        with store._reader() as rdb:
+            plan = rdb.execute("EXPLAIN QUERY PLAN SELECT rowid FROM messages_fts"
+                               " WHERE messages_fts MATCH '\"exam\"'").fetchall()
+        assert "VIRTUAL TABLE INDEX" in str(plan) and ":M" in str(plan)
+        store.add_message(2000.0, "bob", "bob", "public", "", "a new exam date")  # kept in step
+        assert store.search("new exam", "carol", [], 5)[0].text == "a new exam date"
+    finally:
+        store.close()
+
+
+def test_many_searchers_get_busy_in_words_not_everyone_slow(srv, people):
+    from parley_server.limits import RateLimiter
+    srv.server.search_rate = RateLimiter(0.001, 2)  # the server-wide budget: 2 searches here
+    alice, bob, carol = people["alice"], people["bob"], people["carol"]
+    alice.call(m.Send, kind="public", target="", text="quiz on friday")
+    assert texts(alice, "quiz") == ["quiz on friday"]
+    assert texts(bob, "quiz") == ["quiz on friday"]
+    with pytest.raises(ReplyError) as busy:
+        texts(carol, "quiz")
+    assert busy.value.code == "busy" and "other people's searches" in busy.value.message
+    carol.call(m.History, kind="public", target="", limit=5)  # history is not held up
