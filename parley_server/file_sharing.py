@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from protocol import messages as m
 
 from .commands import DEFERRED, CommandError, capped, command
+from .transfer_service import MAX_OFFERS, MAX_OFFERS_PER_USER, OfferRefused
 
 if TYPE_CHECKING:
     from .chat_server import ChatServer
@@ -52,10 +53,14 @@ class FileSharing:
         self.uploads = UploadManager(self.library, max_upload=cfg.max_upload,
                                      disk_reserve=cfg.disk_reserve)
         udp_port = cfg.udp_port if cfg.udp_port is not None else server.address[1]
+        limits = {"max_offers": getattr(cfg, "max_offers", MAX_OFFERS),
+                  "max_offers_per_user": getattr(cfg, "max_offers_per_user",
+                                                 MAX_OFFERS_PER_USER)}
         try:
-            self.transfers = TransferService(cfg.host, udp_port)
+            self.transfers = TransferService(cfg.host, udp_port, **limits)
         except OSError:
-            self.transfers = TransferService(cfg.host, 0)  # that number is taken: any free one
+            # that number is taken: any free one
+            self.transfers = TransferService(cfg.host, 0, **limits)
         self.library.start()
         self.transfers.start()
 
@@ -153,8 +158,13 @@ def _offer(h: ClientHandler, req: m.Download, hash_wait: float) -> dict:
     if not 0 <= req.offset <= size:
         raise CommandError("bad_offset", f"offset {req.offset} is outside the file ({size} bytes)")
     sha = _library_call(files.library.sha256_of, req.name, timeout=hash_wait)
-    return files.transfers.offer(path, size, sha, h.ip, offset=req.offset,
-                                 block_size=req.block_size)
+    try:
+        return files.transfers.offer(path, size, sha, h.ip, offset=req.offset,
+                                     block_size=req.block_size, owner=h.user)
+    except OfferRefused as exc:
+        raise CommandError(exc.code, exc.message) from None
+    except FileNotFoundError:
+        raise CommandError("not_found", f"no such file: {req.name}") from None
 
 
 @command(m.Download)

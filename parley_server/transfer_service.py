@@ -14,12 +14,13 @@ import ipaddress
 import logging
 import os
 import secrets
+import select
 import selectors
 import socket
 import struct
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from protocol import transfer_wire as wire
@@ -37,7 +38,12 @@ PAGE = 4096
 SPLICE_PAGES = 16                        # what one sendfile moves through its pipe at once
 GSO_MAX_SEGMENTS = 64
 MAX_TCP_WORKERS = 16
-TCP_REQUEST_TIMEOUT = 5.0
+TCP_REQUEST_TIMEOUT = 3.0                # a whole TCP fallback request must arrive within this
+MAX_TCP_PENDING = 64                     # connections whose request has not arrived yet
+TCP_MIN_PROGRESS = 64 * 1024             # bytes a TCP reader must take per idle_limit
+TCP_SEND_CHUNK = 1 << 20
+MAX_OFFERS = 256                         # offers and transfers at once, in all
+MAX_OFFERS_PER_USER = 16                 # ... and per user
 READS_PER_WAKEUP = 256
 
 
@@ -48,12 +54,25 @@ def normalise_ip(address: str) -> str:
     return str(ip)
 
 
+class OfferRefused(Exception):
+    """offer() says no: `code` for the wire ("too_many_downloads", "busy"), str() in words."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 @dataclass
 class _Transfer:
+    """An offer, then a transfer. The file is opened only when the transfer starts (a valid
+    START or a TCP claim) and closed when it ends: an offer nobody takes costs no descriptor."""
     sender: Sender
     path: Path
-    fd: int
+    version: tuple[int, int, int]  # (st_ino, st_size, st_mtime_ns) when offered
     offer_offset: int
+    owner: str | None
+    fd: int = -1
     tcp_claimed: bool = False
 
 
@@ -62,9 +81,13 @@ class TransferService:
 
     def __init__(self, host: str = "0.0.0.0", port: int = 0, *, token_ttl: float = 30.0,
                  idle_limit: float = IDLE_LIMIT, use_gso: bool = True,
-                 use_splice: bool = True) -> None:
+                 use_splice: bool = True, max_offers: int = MAX_OFFERS,
+                 max_offers_per_user: int = MAX_OFFERS_PER_USER,
+                 tcp_request_timeout: float = TCP_REQUEST_TIMEOUT) -> None:
         self._host, self._want_port = host, port
         self.token_ttl, self.idle_limit = token_ttl, idle_limit
+        self.max_offers, self.max_offers_per_user = max_offers, max_offers_per_user
+        self.tcp_request_timeout = tcp_request_timeout
         self._gso = use_gso and hasattr(socket.socket, "sendmsg")
         self._splice = use_splice and hasattr(os, "sendfile") and hasattr(socket, "MSG_MORE")
         self._lock = threading.Lock()
@@ -75,6 +98,8 @@ class TransferService:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._workers: dict[threading.Thread, socket.socket] = {}
+        self._pending: dict[socket.socket, _PendingTcp] = {}   # service thread only
+        self._sel = selectors.DefaultSelector()
         self.port = 0
         self.tcp_port = 0
         self.gso_used = False
@@ -94,7 +119,7 @@ class TransferService:
             tcp.bind((self._host, self.port))
         except OSError:
             tcp.bind((self._host, 0))       # the number is taken for TCP: use any other
-        tcp.listen(16)
+        tcp.listen(MAX_TCP_PENDING)
         tcp.setblocking(False)
         self.tcp_port = tcp.getsockname()[1]
         self._udp, self._tcp = udp, tcp
@@ -120,7 +145,7 @@ class TransferService:
                 sock.close()
         with self._lock:
             for entry in self._transfers.values():
-                os.close(entry.fd)
+                _close_file(entry)
             self._transfers.clear()
 
     def active_count(self) -> int:
@@ -130,9 +155,12 @@ class TransferService:
 
     # ---- offers --------------------------------------------------------------------------
     def offer(self, path: Path, size: int, sha256: str, client_ip: str, *, offset: int = 0,
-              block_size: int | None = None) -> dict:
+              block_size: int | None = None, owner: str | None = None) -> dict:
         """Prepare a download of `path` (size bytes, hex sha256) for the client at client_ip,
-        starting at byte `offset`. block_size above 1400 is granted on loopback only."""
+        starting at byte `offset`. block_size above 1400 is granted on loopback only.
+
+        At most max_offers_per_user offers and transfers per owner, and max_offers in all,
+        exist at once (OfferRefused past that). The file is not opened here."""
         client_ip = normalise_ip(client_ip)
         if not 0 <= offset <= size:
             raise ValueError(f"offset {offset} outside 0..{size}")
@@ -142,26 +170,55 @@ class TransferService:
                 else DEFAULT_BLOCK_SIZE
             bs = max(MIN_BLOCK, min(int(block_size), top))
         token = secrets.token_bytes(wire.TOKEN_SIZE)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            with self._lock:
+        st = os.stat(path)
+        version = (st.st_ino, st.st_size, st.st_mtime_ns)
+        with self._lock:
+            if len(self._transfers) >= self.max_offers:
+                raise OfferRefused(
+                    "busy", f"the server is already serving {self.max_offers} downloads, its "
+                    "limit; try again in a minute")
+            if owner is not None and sum(1 for e in self._transfers.values()
+                                         if e.owner == owner) >= self.max_offers_per_user:
+                raise OfferRefused(
+                    "too_many_downloads",
+                    f"you already have {self.max_offers_per_user} downloads offered or "
+                    "running, the most one person may have; wait for one to finish (an offer "
+                    f"not taken up lapses after {self.token_ttl:.0f} seconds)")
+            tid = secrets.randbits(52) or 1  # exact in every JSON reader
+            while tid in self._transfers:
                 tid = secrets.randbits(52) or 1  # exact in every JSON reader
-                while tid in self._transfers:
-                    tid = secrets.randbits(52) or 1  # exact in every JSON reader
-                sender = Sender(tid, token, size, offset, bs, client_ip,
-                                time.monotonic() + self.token_ttl, idle_limit=self.idle_limit)
-                self._transfers[tid] = _Transfer(sender, Path(path), fd, offset)
-        except BaseException:
-            os.close(fd)
-            raise
+            sender = Sender(tid, token, size, offset, bs, client_ip,
+                            time.monotonic() + self.token_ttl, idle_limit=self.idle_limit)
+            self._transfers[tid] = _Transfer(sender, Path(path), version, offset, owner)
         return {"transfer_id": tid, "token": token.hex(), "size": size, "sha256": sha256,
                 "block_size": bs, "offset": offset, "udp_port": self.port,
                 "tcp_port": self.tcp_port, "expires_in": self.token_ttl}
 
+    def open_files(self) -> int:
+        """How many offered files are open now (only transfers under way hold one)."""
+        with self._lock:
+            return sum(1 for e in self._transfers.values() if e.fd >= 0)
+
+    @staticmethod
+    def _open_file(entry: _Transfer) -> None:
+        """Open the offered file for its transfer; OSError in words if it cannot be read or
+        is no longer the version that was offered (its SHA-256 would not match)."""
+        if entry.fd >= 0:
+            return
+        fd = os.open(entry.path, os.O_RDONLY)
+        try:
+            st = os.fstat(fd)
+            if (st.st_ino, st.st_size, st.st_mtime_ns) != entry.version:
+                raise OSError("the file changed since it was offered; ask for it again")
+        except BaseException:
+            os.close(fd)
+            raise
+        entry.fd = fd
+
     # ---- the service thread --------------------------------------------------------------
     def _run(self) -> None:
         assert self._udp is not None and self._tcp is not None
-        sel = selectors.DefaultSelector()
+        sel = self._sel
         sel.register(self._udp, selectors.EVENT_READ, "udp")
         sel.register(self._tcp, selectors.EVENT_READ, "tcp")
         sel.register(self._wake_r, selectors.EVENT_READ, "wake")
@@ -175,13 +232,20 @@ class TransferService:
                         self._read_udp(buf)
                     elif key.data == "tcp":
                         self._accept_tcp()
+                    elif key.data == "tcp-request":
+                        self._read_tcp_request(key.fileobj)
                     else:
                         self._wake_r.recv(64)
-                self._service(time.monotonic())
+                now = time.monotonic()
+                self._service(now)
+                if self._pending:
+                    self._expire_pending(now)
         except Exception:
             log.exception("transfer service loop crashed")
             raise
         finally:
+            for conn in list(self._pending):
+                self._drop_pending(conn)
             sel.close()
             self._abort_all("server shutting down")
 
@@ -189,6 +253,8 @@ class TransferService:
         with self._lock:
             entries = list(self._transfers.values())
         timeout = 0.5
+        for pending in self._pending.values():
+            timeout = min(timeout, pending.deadline - now)
         for entry in entries:
             deadline = entry.sender.next_deadline()
             if deadline is not None and deadline - now < timeout:
@@ -214,6 +280,8 @@ class TransferService:
             if entry is not None and not entry.tcp_claimed:
                 entry.sender.on_datagram(mv[:n], addr, now)
                 if entry.sender.state in ("sending", "ending"):
+                    if entry.fd < 0 and not self._start_file(entry):
+                        continue
                     self._pump(entry, now)
 
     def _service(self, now: float) -> None:
@@ -225,7 +293,8 @@ class TransferService:
             deadline = sender.next_deadline()
             if deadline is not None and deadline <= now:
                 sender.handle_timeout(now)
-            if sender.state in ("sending", "ending"):
+            if sender.state in ("sending", "ending") and not entry.tcp_claimed and (
+                    entry.fd >= 0 or self._start_file(entry)):
                 self._pump(entry, now)
             if sender.state in ("done", "failed") or entry.tcp_claimed:
                 finished.append(tid)
@@ -238,7 +307,19 @@ class TransferService:
                     if entry is not None:
                         self.retransmissions += entry.sender.retransmissions
                         if not entry.tcp_claimed:
-                            os.close(entry.fd)
+                            _close_file(entry)
+
+    def _start_file(self, entry: _Transfer) -> bool:
+        """The transfer has started: open its file, or abort it in words."""
+        try:
+            self._open_file(entry)
+            return True
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            sender = entry.sender
+            for datagram in sender.abort(f"server cannot read the file: {reason}"):
+                self._sendto(datagram, sender.peer)
+            return False
 
     def _pump(self, entry: _Transfer, now: float) -> None:
         sender = entry.sender
@@ -403,50 +484,139 @@ class TransferService:
                     self._sendto(datagram, entry.sender.peer)
 
     # ---- TCP fallback --------------------------------------------------------------------
+    # A connection's request is read here, on the service thread, without blocking: it must
+    # arrive whole within tcp_request_timeout, and at most MAX_TCP_PENDING wait for theirs
+    # (the oldest goes first). Only a request that names a live offer with its token gets a
+    # worker thread, which sends the file and gives up on a reader slower than
+    # TCP_MIN_PROGRESS bytes per idle_limit. A fault in one connection ends only that one.
     def _accept_tcp(self) -> None:
-        try:
-            conn, addr = self._tcp.accept()
-        except OSError as exc:
-            log.debug("tcp accept failed: %s", exc)
+        for _ in range(16):
+            try:
+                conn, addr = self._tcp.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:          # e.g. EMFILE: the connection waits in the backlog
+                log.debug("tcp accept failed: %s", exc)
+                return
+            conn.setblocking(False)
+            if len(self._pending) >= MAX_TCP_PENDING:
+                oldest = min(self._pending.values(), key=lambda p: p.deadline)
+                self._drop_pending(oldest.conn)
+            self._pending[conn] = _PendingTcp(conn, addr,
+                                              time.monotonic() + self.tcp_request_timeout)
+            self._sel.register(conn, selectors.EVENT_READ, "tcp-request")
+
+    def _drop_pending(self, conn: socket.socket) -> None:
+        if self._pending.pop(conn, None) is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._sel.unregister(conn)
+        conn.close()
+
+    def _expire_pending(self, now: float) -> None:
+        for pending in [p for p in self._pending.values() if p.deadline <= now]:
+            log.debug("tcp fallback request from %s did not arrive in time", pending.addr)
+            self._drop_pending(pending.conn)
+
+    def _read_tcp_request(self, conn: socket.socket) -> None:
+        pending = self._pending.get(conn)
+        if pending is None:
             return
+        try:
+            chunk = conn.recv(wire.TCP_REQUEST_SIZE - len(pending.data))
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            log.debug("tcp fallback request from %s failed: %s", pending.addr, exc)
+            chunk = b""
+        if not chunk:
+            self._drop_pending(conn)
+            return
+        pending.data += chunk
+        if len(pending.data) < wire.TCP_REQUEST_SIZE:
+            return
+        self._pending.pop(conn)
+        self._sel.unregister(conn)
+        request = wire.decode_tcp_request(bytes(pending.data))
         with self._lock:
             busy = len(self._workers) >= MAX_TCP_WORKERS
-        if busy:
+        claimed = None if busy else self._claim_for_tcp(request, normalise_ip(pending.addr[0]))
+        if claimed is None:
+            tid = request[0] if request else 0
+            with contextlib.suppress(OSError):  # 20 bytes: the empty send buffer takes them
+                conn.send(wire.encode_tcp_reply(tid, wire.TCP_REFUSED, 0))
             conn.close()
             return
-        conn.setblocking(True)
-        worker = threading.Thread(target=self._serve_tcp, args=(conn, addr), daemon=True,
-                                  name="transfer-tcp")
+        entry, start = claimed
+        worker = threading.Thread(target=self._serve_tcp, args=(conn, pending.addr, entry, start),
+                                  daemon=True, name="transfer-tcp")
         with self._lock:
             self._workers[worker] = conn
-        worker.start()
-
-    def _serve_tcp(self, conn: socket.socket, addr) -> None:
         try:
-            with conn:
-                conn.settimeout(TCP_REQUEST_TIMEOUT)
-                raw = _recv_exact(conn, wire.TCP_REQUEST_SIZE)
-                request = wire.decode_tcp_request(raw) if raw else None
-                claimed = self._claim_for_tcp(request, normalise_ip(addr[0]))
-                if claimed is None:
-                    tid = request[0] if request else 0
-                    conn.sendall(wire.encode_tcp_reply(tid, wire.TCP_REFUSED, 0))
-                    return
-                entry, start = claimed
-                try:
-                    count = entry.sender.size - start
-                    conn.sendall(wire.encode_tcp_reply(entry.sender.tid, wire.TCP_OK, count))
-                    conn.settimeout(self.idle_limit)
-                    if count:
-                        with open(os.dup(entry.fd), "rb") as f:
-                            conn.sendfile(f, start, count)
-                finally:
-                    os.close(entry.fd)
+            worker.start()
+        except RuntimeError as exc:          # out of threads: this one download fails
+            log.warning("cannot start a TCP fallback worker: %s", exc)
+            with self._lock:
+                self._workers.pop(worker, None)
+            conn.close()
+
+    def _serve_tcp(self, conn: socket.socket, addr, entry: _Transfer, start: int) -> None:
+        try:
+            try:
+                self._open_file(entry)
+            except OSError as exc:
+                log.info("tcp fallback to %s: cannot read %s: %s", addr, entry.path, exc)
+                self._send_bounded(conn, wire.encode_tcp_reply(entry.sender.tid,
+                                                               wire.TCP_REFUSED, 0), -1, 0, 0)
+                return
+            count = entry.sender.size - start
+            self._send_bounded(conn, wire.encode_tcp_reply(entry.sender.tid, wire.TCP_OK, count),
+                               entry.fd, start, count)
+        except TimeoutError as exc:
+            log.info("tcp fallback to %s ended: %s", addr, exc)
+            # Reset rather than close: what the kernel still buffers for this reader goes now.
+            with contextlib.suppress(OSError):
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         except OSError as exc:
             log.info("tcp fallback to %s ended: %s", addr, exc)
         finally:
+            conn.close()
+            _close_file(entry)
             with self._lock:
                 self._workers.pop(threading.current_thread(), None)
+
+    def _send_bounded(self, conn: socket.socket, head: bytes, fd: int, start: int,
+                      count: int) -> None:
+        """Send head, then count bytes of fd from start, to a non-blocking socket. Raises
+        TimeoutError when the reader takes less than TCP_MIN_PROGRESS bytes in idle_limit
+        seconds (or everything left, if less), and on shutdown."""
+        poller = select.poll()
+        poller.register(conn, select.POLLOUT)
+        head_left, pos, end = memoryview(head), start, start + count
+        left = len(head) + count               # bytes still to send
+        mark_time, mark_left = time.monotonic(), left
+        while left:
+            if self._stopping.is_set():
+                raise OSError("server shutting down")
+            now = time.monotonic()
+            if now - mark_time >= self.idle_limit:
+                if mark_left - left < min(TCP_MIN_PROGRESS, mark_left):
+                    raise TimeoutError(f"the reader took {mark_left - left} bytes in "
+                                       f"{self.idle_limit:.0f} s: too slow, given up")
+                mark_time, mark_left = now, left
+            if not poller.poll(min(0.5, max(0.0, mark_time + self.idle_limit - now)) * 1000):
+                continue
+            try:
+                if head_left:
+                    n = conn.send(head_left)
+                    head_left = head_left[n:]
+                else:
+                    n = os.sendfile(conn.fileno(), fd, pos, min(end - pos, TCP_SEND_CHUNK))
+                    if n == 0:
+                        raise OSError(f"the file ended early at byte {pos}")
+                    pos += n
+            except BlockingIOError:
+                continue
+            left -= n
 
     def _claim_for_tcp(self, request, ip: str) -> tuple[_Transfer, int] | None:
         if request is None:
@@ -470,12 +640,16 @@ class TransferService:
         return entry, start
 
 
-def _recv_exact(conn: socket.socket, n: int) -> bytes | None:
-    chunks, got = [], 0
-    while got < n:
-        chunk = conn.recv(n - got)
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
+@dataclass(eq=False)
+class _PendingTcp:
+    """A TCP fallback connection whose request has not arrived whole yet."""
+    conn: socket.socket
+    addr: tuple
+    deadline: float
+    data: bytearray = field(default_factory=bytearray)
+
+
+def _close_file(entry: _Transfer) -> None:
+    if entry.fd >= 0:
+        os.close(entry.fd)
+        entry.fd = -1

@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -14,8 +15,9 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from serverutil import REPO, running_server
-from wireclient import WireClient
+from wireclient import ReplyError, WireClient
 
 from protocol import messages as m
 
@@ -220,3 +222,174 @@ def test_a_request_waiting_for_a_hash_gets_its_offer_when_the_hash_is_done(tmp_p
             zeros.update(bytes(1 << 20))
         assert ev.result["sha256"] == zeros.hexdigest()
         assert ev.result["size"] == 512 << 20
+
+
+# ---- 4: offers are bounded and hold no file until used --------------------------------------
+
+def fds_on(path: Path) -> int:
+    """Descriptors this process (the server's) has open on path."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}") == str(path)
+        except OSError:
+            continue
+    return count
+
+
+def test_offers_are_limited_per_user_and_in_all_and_hold_no_descriptor(tmp_path):
+    import parley_server.transfer_service as ts
+
+    per_user = getattr(ts, "MAX_OFFERS_PER_USER", 16)
+    make_file(tmp_path / "files" / "notes.txt", 100_000)
+    with running_server(tmp_path, tls=False) as srv, \
+            WireClient(srv.host, srv.port, tls=False) as alice, \
+            WireClient(srv.host, srv.port, tls=False) as bob:
+        alice.register("alice")
+        bob.register("bob")
+        for _ in range(per_user):
+            alice.call(m.Download, name="notes.txt", offset=0)
+        assert fds_on(srv.files_dir / "notes.txt") == 0      # the offers keep no file open
+        with pytest.raises(ReplyError) as exc:
+            alice.call(m.Download, name="notes.txt", offset=0)
+        assert exc.value.code == "too_many_downloads"
+        assert f"{per_user} downloads" in exc.value.message
+        bob.call(m.Download, name="notes.txt", offset=0)   # someone else is not held up
+        srv.server.files.transfers.max_offers = per_user + 1
+        with pytest.raises(ReplyError) as exc:
+            bob.call(m.Download, name="notes.txt", offset=0)
+        assert exc.value.code == "busy" and "try again" in exc.value.message
+
+
+def test_a_transfer_opens_its_file_only_while_it_runs(tmp_path):
+    from parley_client.download import Download
+
+    data = make_file(tmp_path / "files" / "notes.txt", 300_000)
+    with running_server(tmp_path, tls=False) as srv, \
+            WireClient(srv.host, srv.port, tls=False) as alice:
+        alice.register("alice")
+        transfers = srv.server.files.transfers
+        offer = alice.call(m.Download, name="notes.txt", offset=0)
+        assert fds_on(srv.files_dir / "notes.txt") == 0
+        d = Download(offer, "127.0.0.1", tmp_path / "dl" / "notes.txt",
+                     on_progress=lambda p: None)
+        d.start()
+        d.join(30)
+        assert d.progress.state == "done", d.progress.message
+        assert (tmp_path / "dl" / "notes.txt").read_bytes() == data
+        deadline = time.monotonic() + 10
+        while transfers.active_count() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert transfers.active_count() == 0 and fds_on(srv.files_dir / "notes.txt") == 0
+
+
+def test_a_file_replaced_after_its_offer_is_not_sent(tmp_path):
+    from parley_client.download import Download
+
+    make_file(tmp_path / "files" / "notes.txt", 300_000)
+    with running_server(tmp_path, tls=False) as srv, \
+            WireClient(srv.host, srv.port, tls=False) as alice:
+        alice.register("alice")
+        offer = alice.call(m.Download, name="notes.txt", offset=0)
+        make_file(tmp_path / "files" / "notes.txt", 300_001, seed=5)
+        d = Download(offer, "127.0.0.1", tmp_path / "dl" / "notes.txt",
+                     on_progress=lambda p: None)
+        d.start()
+        d.join(30)
+        assert d.progress.state == "failed"
+        assert "changed since it was offered" in d.progress.message
+        assert not (tmp_path / "dl" / "notes.txt").exists()
+
+
+# ---- 14: deadlines on the TCP fallback -----------------------------------------------------
+
+def tcp_service(**kwargs):
+    from parley_server.transfer_service import TransferService
+
+    svc = TransferService("127.0.0.1", **kwargs)
+    svc.start()
+    return svc
+
+
+def test_tricklers_do_not_hold_the_tcp_fallback(tmp_path):
+    from parley_client.download import Download
+
+    svc = tcp_service()
+    tricklers = []
+    try:
+        src = tmp_path / "src.bin"
+        data = make_file(src, 2_000_000)
+        sha = hashlib.sha256(data).hexdigest()
+        for _ in range(20):
+            t = socket.create_connection(("127.0.0.1", svc.tcp_port), timeout=10)
+            t.sendall(b"\x00")
+            tricklers.append(t)
+        offer = svc.offer(src, len(data), sha, "127.0.0.1")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as blackhole:
+            blackhole.bind(("127.0.0.1", 0))          # UDP goes nowhere: TCP it is
+            offer["udp_port"] = blackhole.getsockname()[1]
+            started = time.monotonic()
+            d = Download(offer, "127.0.0.1", tmp_path / "out.bin",
+                         on_progress=lambda p: None, udp_timeout=0.3)
+            d.start()
+            d.join(30)
+        assert d.progress.state == "done", d.progress.message
+        assert d.progress.transport == "tcp"
+        assert time.monotonic() - started < 2.5   # not after the tricklers were dropped
+        # The tricklers keep trickling, and are cut off by the request deadline.
+        cut = 0
+        deadline = time.monotonic() + 8
+        for t in tricklers:
+            t.settimeout(0.2)
+            while time.monotonic() < deadline:
+                try:
+                    t.sendall(b"\x00")
+                    if t.recv(100) == b"":
+                        cut += 1
+                        break
+                except TimeoutError:
+                    continue
+                except OSError:
+                    cut += 1
+                    break
+        assert cut == 20
+    finally:
+        for t in tricklers:
+            t.close()
+        svc.shutdown()
+
+
+def test_a_slow_reader_of_the_tcp_fallback_is_given_up(tmp_path):
+    from protocol import transfer_wire as wire
+
+    svc = tcp_service(idle_limit=1.0)
+    try:
+        src = tmp_path / "src.bin"
+        size = 64 << 20
+        sparse_file(src, size)
+        offer = svc.offer(src, size, "0" * 64, "127.0.0.1")
+        conn = socket.create_connection(("127.0.0.1", svc.tcp_port), timeout=10)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        with conn:
+            conn.sendall(wire.encode_tcp_request(offer["transfer_id"],
+                                                 bytes.fromhex(offer["token"]), 0))
+            got = 0
+            started = time.monotonic()
+            while time.monotonic() - started < 20:
+                try:
+                    chunk = conn.recv(16 * 1024)   # 32 KiB/s: far too slow for 64 MB
+                except ConnectionResetError:
+                    break
+                if not chunk:
+                    break
+                got += len(chunk)
+                time.sleep(0.5)                # the slow reader itself, not synchronisation
+            else:
+                pytest.fail("the server kept feeding a reader at 32 KiB/s")
+        assert got < size
+        deadline = time.monotonic() + 5
+        while svc._workers and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not svc._workers
+    finally:
+        svc.shutdown()
