@@ -7,7 +7,6 @@ reply, or raises CommandError(code, message) for an error reply.
 from __future__ import annotations
 
 import time
-import unicodedata
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -15,7 +14,8 @@ from protocol import PROTOCOL_VERSION
 from protocol import messages as m
 from protocol.version import APP_NAME, APP_VERSION
 
-from .accounts import AccountError
+from .accounts import AccountError, canonical_ip, check_new_credentials
+from .names import NameRefused, clean_display, reserved, skeleton
 from .store import NameTaken, StoredMessage, conversation_key
 
 if TYPE_CHECKING:
@@ -86,6 +86,12 @@ def _log_in(h: ClientHandler, name: str, display: str, new: bool) -> dict:
     still holds the dead connection for up to a minute, and the reconnecting client must win.
     """
     server = h.server
+    if reserved(name):
+        # An account from before the name was reserved: it would speak as the server, edit
+        # its announcements and read its notices to others.
+        raise CommandError("name_reserved", f"the account {name!r} has the name the server "
+                           "signs its announcements with, so it cannot log in; ask the "
+                           "administrator for another account")
     banned = server.moderation.ban_of(name)
     if banned is not False:
         until = "until the ban is lifted" if banned is None else \
@@ -135,8 +141,43 @@ def _require_logged_out(h: ClientHandler) -> None:
 @command(m.Register)
 def register(h: ClientHandler, req: m.Register) -> dict:
     _require_logged_out(h)
+    # Mistyped names do not use up the limits: only requests that could create an account.
+    _account_call(check_new_credentials, req.username, req.password)
+    _check_may_register(h)
     record = _account_call(h.server.accounts.register, req.username, req.password)
     return _log_in(h, record.name, record.display, new=True)
+
+
+def _check_may_register(h: ClientHandler) -> None:
+    """Self-registration may be off, and is limited per address (by the hour: a shared lab
+    machine registers a few people, a script hundreds) and for the whole server (by the
+    minute: a class registering at once fits, a flood does not)."""
+    policy = h.server.config.policy
+    if not policy.self_registration:
+        raise CommandError("registration_closed",
+                           "this server does not let people create their own accounts; ask "
+                           "its administrator (your teacher) to create one for you")
+    limits, accounts = policy.limits, h.server.accounts
+    if limits.exempt_loopback and _is_loopback(h.ip):
+        return  # the server's own machine (its administrator's scripts) is trusted
+    per = limits.registrations_per_address
+    wait = accounts.limiter("registrations_by_address", per / 3600, per).allow(h.ip)
+    if wait:
+        when = f"{wait / 60:.0f} min" if wait >= 60 else f"{max(wait, 1):.0f} s"
+        raise CommandError("rate_limited", f"at most {per} accounts can be registered from "
+                           f"one address per hour; try again in {when}")
+    overall = accounts.limiter("registrations", limits.registrations_per_minute / 60,
+                               limits.registrations_per_minute).allow("")
+    if overall:
+        raise CommandError("rate_limited", "too many accounts are being created on this server "
+                           f"right now; try again in {max(overall, 1):.0f} s")
+
+
+def _is_loopback(ip: str) -> bool:
+    try:
+        return canonical_ip(ip).is_loopback
+    except ValueError:
+        return False
 
 
 @command(m.Login)
@@ -163,17 +204,29 @@ def logout(h: ClientHandler, req: m.Logout) -> dict:
 
 @command(m.Rename)
 def rename(h: ClientHandler, req: m.Rename) -> dict:
-    display = unicodedata.normalize("NFC", req.display.strip())
-    if not 1 <= len(display) <= 32 or any(unicodedata.category(c)[0] == "C" for c in display):
-        raise CommandError("invalid_display", "display names are 1-32 printable characters")
-    server = h.server
-    with server.lock:
-        if server.store.display_in_use(display, except_user=h.user):
-            raise CommandError("display_taken", f"{display!r} is already used by someone else")
+    try:
+        display = clean_display(req.display)
+    except NameRefused as exc:
+        raise CommandError("invalid_display", str(exc)) from None
+    server, key = h.server, skeleton(display)
+    per = server.config.policy.limits.renames_per_minute
+    names = server.accounts.names
+    with names.lock:
+        if names.owner_other_than(key, h.user):
+            raise CommandError("display_taken", f"{display!r} is already used by someone "
+                               "else, or looks the same as a name someone uses")
+        # Each rename is written and told to everyone: without a limit one client floods
+        # both. Counted only once it would be done: a refused name costs nothing to check.
+        wait = server.accounts.limiter("renames", per / 60, per).allow(h.user.lower())
+        if wait:
+            raise CommandError("rate_limited", f"you can change your display name {per} "
+                               f"times a minute; wait {max(wait, 1):.0f} s")
         try:
             server.store.set_display(h.user, display)
         except NameTaken:
             raise CommandError("display_taken", f"{display!r} is already used") from None
+        names.set_display(h.user, display)
+    with server.lock:
         old, h.display = h.display, display
     server.broadcast(m.Renamed(h.user, old, display))
     return {"display": display}

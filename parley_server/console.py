@@ -16,6 +16,8 @@ HELP = """commands:
   lru <room>    users in a room             kick <user>  disconnect a user
   say <text>    message from SERVER to all  x            shut down cleanly
   ban <user|address> [minutes] [reason]     unban <user|address>
+                (user:NAME or address:IP says which, for a username shaped like an address)
+  adduser <user> create an account (prints a temporary password; for self_registration off)
   mute <user> [minutes]                     unmute <user>
   announce <text>                           rm <file>    remove a shared file
   purge public | room:NAME | direct:A:B     bans         list active bans
@@ -29,7 +31,7 @@ HELP = """commands:
 # console word -> moderation action
 MODERATION = {"ban": "ban", "unban": "unban", "mute": "mute", "unmute": "unmute",
               "announce": "announce", "rm": "remove_file", "purge": "purge", "op": "op",
-              "deop": "deop", "passwd": "reset_password"}
+              "deop": "deop", "passwd": "reset_password", "adduser": "add_user"}
 
 
 # console word -> policy setting that changes live (moderation.LIVE_SETTINGS)

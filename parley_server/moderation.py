@@ -12,14 +12,15 @@ from typing import TYPE_CHECKING
 
 from protocol import messages as m
 
-from .accounts import temporary_password
-from .audit import AuditLog
+from .accounts import AccountError, canonical_ip, temporary_password
+from .audit import AuditLog, AuditUnavailable
+from .names import SERVER_NAME
 from .store import conversation_key
 
 if TYPE_CHECKING:
     from .chat_server import ChatServer
 
-SERVER_NAME = "SERVER"
+BAN_KINDS = ("user", "address")
 
 
 class ModerationError(Exception):
@@ -34,6 +35,16 @@ def _is_address(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def address_key(text: str) -> str:
+    """How an address ban is stored and looked up: one spelling per address, and an
+    IPv4-mapped IPv6 address (::ffff:a.b.c.d, a dual-stack listener's view of an IPv4 peer)
+    as its IPv4 address, so a ban of a.b.c.d catches it."""
+    try:
+        return str(canonical_ip(text))
+    except ValueError:
+        return text.strip().lower()
 
 
 def _until(minutes: int | None) -> float | None:
@@ -57,7 +68,8 @@ class Moderation:
         self._lock = threading.Lock()
         now = time.time()
         # Checked on every login, connection and message: kept in memory, persisted in SQLite.
-        self._bans = {(k, v): until for k, v, until, _r, _b in self.store.active_bans(now)}
+        self._bans = {(k, address_key(v) if k == "address" else v.lower()): until
+                      for k, v, until, _r, _b in self.store.active_bans(now)}
         self._mutes = dict(self.store.active_mutes(now))
         for name in server.config.policy.admins:
             self.store.set_admin(name, True)
@@ -83,7 +95,7 @@ class Moderation:
         return self._active(self._bans, ("user", user.lower()))
 
     def address_banned(self, ip: str) -> bool:
-        return self._active(self._bans, ("address", ip.lower())) is not False
+        return self._active(self._bans, ("address", address_key(ip))) is not False
 
     def mute_of(self, user: str) -> float | None | bool:
         return self._active(self._mutes, user.lower())
@@ -99,12 +111,21 @@ class Moderation:
             raise ModerationError("bad_message", f"unknown moderation action {action!r}")
         if minutes is not None and not 0 <= minutes <= 10 * 365 * 24 * 60:
             raise ModerationError("bad_message", "minutes must be between 0 and ten years")
-        summary = fn(actor, target.strip(), minutes, text)
-        private: dict = {}
-        if isinstance(summary, tuple):
-            summary, private = summary
-        self.audit.record(actor, action, target, minutes=minutes, text=text or None,
-                          result=summary)
+        # The log is opened first: an action it could not record is not done at all (a
+        # password reset whose temporary password is never shown locks its owner out).
+        try:
+            with self.audit.entry(actor, action, target, minutes=minutes,
+                                  text=text or None) as entry:
+                summary = fn(actor, target.strip(), minutes, text)
+                private: dict = {}
+                if isinstance(summary, tuple):
+                    summary, private = summary
+                entry["result"] = summary
+        except AuditUnavailable as exc:
+            raise ModerationError("audit_unavailable", f"nothing was done: {exc}, and every "
+                                  "administrator's action must be recorded there") from None
+        if not entry["written"]:
+            summary += " (but the audit log could not be written: see the server's log)"
         return summary, private
 
     def _user(self, name: str) -> str:
@@ -120,13 +141,36 @@ class Moderation:
         client.disconnect("kicked", text or f"you were disconnected by {_who(actor)}")
         return f"kicked {client.user}"
 
+    def _ban_target(self, target: str) -> tuple[str, str]:
+        """("user", name) or ("address", address) from "user:NAME", "address:IP" or, the older
+        shape, a bare target: an address unless a user has that name, then refused as
+        ambiguous (usernames may look like IPv4 addresses)."""
+        kind, sep, rest = target.partition(":")
+        if sep and kind in BAN_KINDS:
+            value = rest.strip()
+        else:
+            kind, value = "", target
+        if not value:
+            raise ModerationError("bad_message", "say whom to ban: user:NAME or address:IP")
+        if kind == "" and _is_address(value):
+            if self.store.get_user(value) is not None:
+                raise ModerationError("ambiguous", f"{value!r} is a username and an address; "
+                                      f"say user:{value} or address:{value}")
+            kind = "address"
+        if kind == "address":
+            if not _is_address(value):
+                raise ModerationError("bad_message", f"{value!r} is not an IP address")
+            return kind, address_key(value)
+        return "user", value
+
     def _ban(self, actor, target, minutes, text) -> str:
-        if _is_address(target):
+        kind, target = self._ban_target(target)
+        if kind == "address":
             with self._lock:
-                self._bans[("address", target.lower())] = _until(minutes)
+                self._bans[("address", target)] = _until(minutes)
             self.store.set_ban("address", target, _until(minutes), text, actor)
             with self.server.lock:
-                victims = [h for h in self.server.handlers if h.ip == target]
+                victims = [h for h in self.server.handlers if address_key(h.ip) == target]
             for h in victims:
                 h.disconnect("banned", "this address is banned from the server")
             return f"banned address {target} {_for(minutes)} ({len(victims)} connections closed)"
@@ -142,13 +186,16 @@ class Moderation:
         return f"banned {name} {_for(minutes)}"
 
     def _unban(self, actor, target, minutes, text) -> str:
-        kind = "address" if _is_address(target) else "user"
+        kind, value = self._ban_target(target)
+        key = value.lower() if kind == "user" else value
         with self._lock:
-            found = self._bans.pop((kind, target.lower()), False) is not False
-        found = self.store.lift_ban(kind, target) or found
+            found = self._bans.pop((kind, key), False) is not False
+        # An older database may hold an address as it was typed: lift that spelling too.
+        for spelling in {value, target.partition(":")[2] or target}:
+            found = self.store.lift_ban(kind, spelling) or found
         if not found:
-            raise ModerationError("not_found", f"{target!r} is not banned")
-        return f"lifted the ban on {target}"
+            raise ModerationError("not_found", f"{value!r} is not banned")
+        return f"lifted the ban on {'address ' if kind == 'address' else ''}{value}"
 
     def _mute(self, actor, target, minutes, text) -> str:
         name = self._user(target)
@@ -251,6 +298,17 @@ class Moderation:
             client.disconnect("password_reset", f"your password was reset by {_who(actor)}")
         return f"reset the password of {name}", {"temporary_password": password}
 
+    def _add_user(self, actor, target, minutes, text) -> tuple[str, dict]:
+        """An account made by an administrator (the way in when self-registration is off):
+        a temporary password to hand over, replaced by its owner at the first login."""
+        password = temporary_password()
+        try:
+            self.server.accounts.register(target, password)
+        except AccountError as exc:
+            raise ModerationError(exc.code, str(exc)) from None
+        self.server.accounts.set_password(target, password, temporary=True)
+        return f"created the account {target}", {"temporary_password": password}
+
     def _set_policy(self, actor, target, minutes, text) -> str:
         """A switch a teacher flips during a lesson (an exam: no private messages). It lasts
         until the server stops; policy.toml or a flag sets what it starts with."""
@@ -281,7 +339,7 @@ class Moderation:
 
 
 ACTIONS = ("kick", "ban", "unban", "mute", "unmute", "announce", "remove_file", "purge", "op",
-           "deop", "reset_password", "set_policy")
+           "deop", "reset_password", "set_policy", "add_user")
 # Policy settings an administrator switches on or off while the server runs, as they read.
 LIVE_SETTINGS = {"private_messages": "private messages", "uploads": "uploads by everyone",
                  "public_read_only": "read-only public room"}
