@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import json
 import logging
 import os
@@ -86,10 +87,33 @@ def resume_offset(dest: Path, sha256: str | None = None) -> int:
 def suggested_block_size(host: str) -> int | None:
     """The block size to request in a download request: large on loopback, default elsewhere."""
     try:
-        infos = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_DGRAM)
+        infos = socket.getaddrinfo(host, None, socket.AF_UNSPEC, socket.SOCK_DGRAM)
     except OSError:
         return None
-    return LARGE_BLOCK if infos and infos[0][4][0].startswith("127.") else None
+    try:
+        loopback = bool(infos) and ipaddress.ip_address(
+            infos[0][4][0].split("%", 1)[0]).is_loopback
+    except ValueError:
+        return None
+    return LARGE_BLOCK if loopback else None
+
+
+def _udp_address(host: str, port: int) -> tuple[int, tuple]:
+    """(family, sockaddr) for the server's UDP port: IPv6 for an IPv6 literal ("::1"); for a
+    name, its IPv4 address if it has one (as the server's default host is IPv4), else IPv6."""
+    try:
+        infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_DGRAM)
+    except OSError:
+        return socket.AF_INET, (host, port)
+    try:
+        literal = ipaddress.ip_address(host.strip("[]").split("%", 1)[0]).version
+    except ValueError:
+        literal = 0
+    want = socket.AF_INET6 if literal == 6 else socket.AF_INET
+    for family, _type, _proto, _name, address in infos:
+        if family == want:
+            return family, address
+    return (infos[0][0], infos[0][4]) if infos else (socket.AF_INET, (host, port))
 
 
 class _Cancelled(Exception):
@@ -227,7 +251,9 @@ class Download(threading.Thread):
     # ---- UDP -----------------------------------------------------------------------------
     def _udp(self) -> bool:
         """Run the UDP download; False means nothing came back (use the TCP fallback)."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        port = int(self.offer["udp_port"])
+        family, address = _udp_address(self.host, port)
+        sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
                 sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
@@ -238,7 +264,7 @@ class Download(threading.Thread):
                     sock.setsockopt(SOL_UDP, UDP_GRO, 1)
                 except OSError:
                     gro = False
-            sock.connect((self.host, int(self.offer["udp_port"])))
+            sock.connect(address)
             rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
             window = max(16, min(2048, rcvbuf // (block_size + TRUESIZE_OVERHEAD) // 2))
             rx = Receiver(self.tid, self.token, self.size, self.offset, block_size, window=window)

@@ -47,6 +47,34 @@ MAX_OFFERS_PER_USER = 16                 # ... and per user
 READS_PER_WAKEUP = 256
 
 
+def _family_of(host: str) -> int:
+    """AF_INET6 for an IPv6 literal (or a name that only resolves to IPv6), else AF_INET."""
+    try:
+        return socket.AF_INET6 if ipaddress.ip_address(host.split("%", 1)[0]).version == 6 \
+            else socket.AF_INET
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host or None, None, socket.AF_UNSPEC, socket.SOCK_DGRAM, 0,
+                                   socket.AI_PASSIVE)
+    except OSError:
+        return socket.AF_INET
+    families = {info[0] for info in infos}
+    return socket.AF_INET if socket.AF_INET in families or not families else socket.AF_INET6
+
+
+def _socket(family: int, kind: int, host: str) -> socket.socket:
+    sock = socket.socket(family, kind)
+    if family == socket.AF_INET6:
+        # "::" means every address, IPv4 ones included; any other IPv6 host is IPv6 only.
+        dual = host.split("%", 1)[0] in ("::", "")
+        try:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual else 1)
+        except OSError as exc:
+            log.info("cannot set IPV6_V6ONLY on the transfer socket: %s", exc)
+    return sock
+
+
 def normalise_ip(address: str) -> str:
     ip = ipaddress.ip_address(address)
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
@@ -102,23 +130,36 @@ class TransferService:
         self._sel = selectors.DefaultSelector()
         self.port = 0
         self.tcp_port = 0
+        self.family = socket.AF_INET
         self.gso_used = False
         self.splice_used = False
         self.retransmissions = 0         # summed over finished transfers (for benchmarks)
 
     # ---- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            udp.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
-        udp.bind((self._host, self._want_port))
+        """Bind the UDP socket and the TCP fallback listener to host, in its address family:
+        IPv6 for an IPv6 host, and for "::" both IPv6 and IPv4 (IPV6_V6ONLY off)."""
+        family = self.family = _family_of(self._host)
+        udp = _socket(family, socket.SOCK_DGRAM, self._host)
+        try:
+            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                udp.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+            udp.bind((self._host, self._want_port))
+        except BaseException:
+            udp.close()
+            raise
         self.port = udp.getsockname()[1]
-        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        tcp = _socket(family, socket.SOCK_STREAM, self._host)
         tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             tcp.bind((self._host, self.port))
         except OSError:
-            tcp.bind((self._host, 0))       # the number is taken for TCP: use any other
+            try:
+                tcp.bind((self._host, 0))   # the number is taken for TCP: use any other
+            except BaseException:
+                tcp.close()
+                udp.close()
+                raise
         tcp.listen(MAX_TCP_PENDING)
         tcp.setblocking(False)
         self.tcp_port = tcp.getsockname()[1]
@@ -187,12 +228,21 @@ class TransferService:
             tid = secrets.randbits(52) or 1  # exact in every JSON reader
             while tid in self._transfers:
                 tid = secrets.randbits(52) or 1  # exact in every JSON reader
-            sender = Sender(tid, token, size, offset, bs, client_ip,
+            # The Sender compares the IP as this socket reports it (an IPv4 client of a
+            # dual-stack socket as ::ffff:a.b.c.d); the TCP side compares normalised IPs.
+            sender = Sender(tid, token, size, offset, bs, self._socket_ip(client_ip),
                             time.monotonic() + self.token_ttl, idle_limit=self.idle_limit)
             self._transfers[tid] = _Transfer(sender, Path(path), version, offset, owner)
         return {"transfer_id": tid, "token": token.hex(), "size": size, "sha256": sha256,
                 "block_size": bs, "offset": offset, "udp_port": self.port,
                 "tcp_port": self.tcp_port, "expires_in": self.token_ttl}
+
+    def _socket_ip(self, ip: str) -> str:
+        """`ip` (normalised) as recvfrom on our UDP socket spells it."""
+        if self.family == socket.AF_INET6 and \
+                isinstance(ipaddress.ip_address(ip), ipaddress.IPv4Address):
+            return "::ffff:" + ip
+        return ip
 
     def open_files(self) -> int:
         """How many offered files are open now (only transfers under way hold one)."""
@@ -628,7 +678,8 @@ class TransferService:
             if entry is None or entry.tcp_claimed:
                 return None
             sender = entry.sender
-            if (not hmac.compare_digest(token, sender.token) or ip != sender.client_ip
+            if (not hmac.compare_digest(token, sender.token)
+                    or ip != normalise_ip(sender.client_ip)
                     or not entry.offer_offset <= start <= sender.size
                     or sender.state in ("done", "failed")
                     or (sender.state == "waiting" and now > sender.expires_at)):

@@ -393,3 +393,74 @@ def test_a_slow_reader_of_the_tcp_fallback_is_given_up(tmp_path):
         assert not svc._workers
     finally:
         svc.shutdown()
+
+
+# ---- 21b: IPv6 hosts ------------------------------------------------------------------------
+
+def _download_from(svc, host: str, client_ip: str, tmp_path: Path, *, blackhole_udp=False):
+    from parley_client.download import Download
+
+    src = tmp_path / "src.bin"
+    data = make_file(src, 1_000_000)
+    offer = svc.offer(src, len(data), hashlib.sha256(data).hexdigest(), client_ip)
+    hole = None
+    if blackhole_udp:
+        hole = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        hole.bind(("::1", 0))
+        offer["udp_port"] = hole.getsockname()[1]
+    try:
+        dest = tmp_path / "dl" / f"out-{host}.bin".replace(":", "_")
+        d = Download(offer, host, dest, on_progress=lambda p: None, udp_timeout=0.5)
+        d.start()
+        d.join(30)
+    finally:
+        if hole is not None:
+            hole.close()
+    assert d.progress.state == "done", d.progress.message
+    assert dest.read_bytes() == data
+    return d.progress
+
+
+def test_the_transfer_service_on_ipv6_loopback(tmp_path):
+    from parley_server.transfer_service import TransferService
+
+    svc = TransferService("::1")
+    svc.start()
+    try:
+        assert svc._udp.family == socket.AF_INET6
+        assert _download_from(svc, "::1", "::1", tmp_path).transport == "udp"
+        assert _download_from(svc, "::1", "::1", tmp_path, blackhole_udp=True).transport == "tcp"
+    finally:
+        svc.shutdown()
+
+
+def test_the_transfer_service_on_all_addresses_serves_ipv4_and_ipv6(tmp_path):
+    from parley_server.transfer_service import TransferService
+
+    svc = TransferService("::")
+    svc.start()
+    try:
+        assert _download_from(svc, "::1", "::1", tmp_path).transport == "udp"
+        # An IPv4 client of the dual-stack socket (offered as the chat server sees it).
+        assert _download_from(svc, "127.0.0.1", "::ffff:127.0.0.1", tmp_path).transport == "udp"
+        assert _download_from(svc, "127.0.0.1", "127.0.0.1", tmp_path).transport == "udp"
+    finally:
+        svc.shutdown()
+
+
+def test_a_server_on_ipv6_loopback_lists_and_serves_files(tmp_path):
+    """Needs the chat listener's own IPv6 support (chat_server.py) as well."""
+    from parley_client.download import Download
+
+    data = make_file(tmp_path / "files" / "notes.txt", 500_000)
+    with running_server(tmp_path, tls=False, host="::1") as srv, \
+            WireClient("::1", srv.port, tls=False) as alice:
+        alice.register("alice")
+        assert [f["name"] for f in alice.call(m.ListFiles)["files"]] == ["notes.txt"]
+        offer = alice.call(m.Download, name="notes.txt", offset=0)
+        d = Download(offer, "::1", tmp_path / "dl" / "notes.txt", on_progress=lambda p: None)
+        d.start()
+        d.join(30)
+        assert d.progress.state == "done", d.progress.message
+        assert d.progress.transport == "udp"
+        assert (tmp_path / "dl" / "notes.txt").read_bytes() == data
