@@ -51,6 +51,8 @@ administrators only:
   mute <user> [minutes]      unmute <user>        announce <text>     rmfile <name>
   purge public|room:NAME|direct:A:B               op <user> | deop <user>
   resetpw <user>             give a user who forgot theirs a temporary password
+  adduser <user>             create an account (a temporary password to hand over)
+  (ban/unban: user:NAME or address:IP says which, for a username shaped like an address)
   policy private|uploads|readonly on|off          switch until the server restarts
   x | ex | \\quit             exit
   help                       this text"""
@@ -60,7 +62,7 @@ administrators only:
 MODERATION = {"kick": "kick", "ban": "ban", "unban": "unban", "mute": "mute",
               "unmute": "unmute", "announce": "announce", "rmfile": "remove_file",
               "purge": "purge", "op": "op", "deop": "deop",
-              "resetpw": "reset_password"}
+              "resetpw": "reset_password", "adduser": "add_user"}
 
 
 # policy word -> the setting an administrator switches while the server runs

@@ -5,6 +5,7 @@ tests use this to check what was typed before anything is sent.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 
@@ -18,22 +19,30 @@ class ModerationAction:
     target: str  # what the target field asks for
     minutes: bool  # takes a duration
     reason: bool  # takes a reason, shown to the person it concerns
+    # Put before the target on the wire: a ban says whether it is of a user or an address,
+    # since a username may look like an IPv4 address.
+    prefix: str = ""
 
 
 ACTIONS = (
     ModerationAction("Kick", "kick", "User", False, True),
     ModerationAction("Mute", "mute", "User", True, False),
     ModerationAction("Unmute", "unmute", "User", False, False),
-    ModerationAction("Ban", "ban", "User or address", True, True),
-    ModerationAction("Unban", "unban", "User or address", False, False),
+    ModerationAction("Ban", "ban", "User", True, True, "user:"),
+    ModerationAction("Ban address", "ban", "Address", True, True, "address:"),
+    ModerationAction("Unban", "unban", "User", False, False, "user:"),
+    ModerationAction("Unban address", "unban", "Address", False, False, "address:"),
     ModerationAction("Make administrator", "op", "User", False, False),
     ModerationAction("Remove administrator", "deop", "User", False, False),
     # The answer carries a temporary password for the admin to hand over (not an admin's:
     # the server refuses those except at its console).
     ModerationAction("Reset password", "reset_password", "User", False, False),
+    # An account for someone, with a temporary password (when the server does not let
+    # people register themselves).
+    ModerationAction("Create account", "add_user", "User", False, False),
 )
 BY_LABEL = {a.label: a for a in ACTIONS}
-BY_ACTION = {a.action: a for a in ACTIONS}
+BY_ACTION = {a.action: a for a in reversed(ACTIONS)}  # the first label of each action
 
 _DURATION = re.compile(r"^\s*(\d{1,7})\s*(m|min|minutes?|h|hours?|d|days?)?\s*$", re.I)
 _UNIT_MINUTES = {"m": 1, "h": 60, "d": 1440}
@@ -67,12 +76,18 @@ def build_request(label: str, target: str, duration: str = "", reason: str = ""
     if spec is None:
         raise ModerationInputError(f"Unknown action {label!r}.")
     target = target.strip()
-    if not target or any(c.isspace() for c in target):
-        raise ModerationInputError(f"{spec.target}: one name"
-                                   + (" or address" if "address" in spec.target else "")
-                                   + ", without spaces.")
+    if spec.prefix and target.lower().startswith(spec.prefix):
+        target = target[len(spec.prefix):]  # typed the wire's form: take it as meant
+    if spec.target == "Address":
+        try:
+            ipaddress.ip_address(target)
+        except ValueError:
+            raise ModerationInputError("Address: an IP address, such as 192.168.1.23."
+                                       ) from None
+    elif not target or any(c.isspace() for c in target):
+        raise ModerationInputError(f"{spec.target}: one name, without spaces.")
     minutes = parse_minutes(duration) if spec.minutes else None
-    return spec.action, target, minutes, reason.strip() if spec.reason else ""
+    return spec.action, spec.prefix + target, minutes, reason.strip() if spec.reason else ""
 
 
 def purge_target(key: ConvKey, me: str, wire_target: str) -> str:

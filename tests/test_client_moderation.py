@@ -32,9 +32,14 @@ def test_durations_that_are_refused_with_a_sentence(text):
 def test_each_action_takes_only_its_own_fields():
     assert build_request("Kick", " bob ", "10", " phones ") == ("kick", "bob", None, "phones")
     assert build_request("Mute", "bob", "10", "ignored") == ("mute", "bob", 10, "")
-    assert build_request("Ban", "192.168.1.23", "", "spam") == ("ban", "192.168.1.23", None,
-                                                                 "spam")
-    assert build_request("Unban", "bob", "5", "x") == ("unban", "bob", None, "")
+    assert build_request("Ban address", "192.168.1.23", "", "spam") == (
+        "ban", "address:192.168.1.23", None, "spam")
+    # A username shaped like an address is banned as the user: the kind is in the request.
+    assert build_request("Ban", "10.0.0.5", "", "") == ("ban", "user:10.0.0.5", None, "")
+    assert build_request("Unban", "bob", "5", "x") == ("unban", "user:bob", None, "")
+    assert build_request("Unban address", "address:::1")[1] == "address:::1"
+    with pytest.raises(ModerationInputError, match="IP address"):
+        build_request("Ban address", "bob")
     for label in ("Kick", "Ban"):
         with pytest.raises(ModerationInputError):
             build_request(label, "  ")
@@ -48,7 +53,7 @@ def test_every_action_is_one_the_protocol_knows():
     # The server's actions (docs/protocol.md, 6.6), less announce/remove_file/purge, which
     # have their own menu entries.
     assert {a.action for a in ACTIONS} == {"kick", "ban", "unban", "mute", "unmute", "op",
-                                          "deop", "reset_password"}
+                                          "deop", "reset_password", "add_user"}
     for a in ACTIONS:
         Moderate(1, a.action, "bob", 5 if a.minutes else None, "")  # a valid message
 
