@@ -284,8 +284,11 @@ class Flusher:
                     return
                 batch = list(self._ready)
                 self._ready.clear()
-                self._sleeping = not batch and not self._discards
-            if not batch:
+                # Sleep only with nothing to do: a discard that arrived since the top of the
+                # loop woke nobody (we were not sleeping when it came), so selecting now
+                # would leave it, and every queue scheduled meanwhile, waiting a full timeout.
+                sleep = self._sleeping = not batch and not self._discards
+            if sleep:
                 for key, _ in sel.select(timeout=1.0):
                     if key.data is None:
                         try:

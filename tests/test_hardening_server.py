@@ -166,3 +166,46 @@ def test_accept_loop_survives_running_out_of_threads(tmp_path):
             for pid in (group / "cgroup.procs").read_text().split():
                 (Path(PIDS_CGROUP) / "cgroup.procs").write_text(pid)
             group.rmdir()
+
+
+def test_a_flood_of_junk_connections_does_not_delay_others_replies(tmp_path):
+    """Each junk connection is dropped, and its queue discarded by the shared flusher; a
+    discard arriving at the wrong moment used to put the flusher to sleep for its whole 1 s
+    timeout with everyone's replies waiting."""
+    import random
+
+    with running_server(tmp_path, tls=False) as srv, \
+            WireClient(srv.host, srv.port, tls=False) as probe:
+        probe.register("probe")
+        stop = threading.Event()
+
+        def junk():
+            rng = random.Random(1)
+            for _ in range(100_000):  # bounded; stopped by the test
+                if stop.is_set():
+                    return
+                try:
+                    with socket.create_connection((srv.host, srv.port), timeout=2) as s:
+                        for _ in range(20):
+                            body = rng.randbytes(rng.randrange(1, 100))
+                            s.sendall(len(body).to_bytes(4, "big") + body)
+                except OSError:
+                    pass  # dropped by the server mid-way: that is its defence
+
+        flooders = [threading.Thread(target=junk, daemon=True) for _ in range(2)]
+        for t in flooders:
+            t.start()
+        worst = 0.0
+        try:
+            end = time.monotonic() + 3.0
+            for _ in range(10_000):  # for 3 s, or until one reply is late
+                if time.monotonic() > end or worst >= 0.5:
+                    break
+                began = time.monotonic()
+                probe.call(m.History, kind="public", target="", limit=5)
+                worst = max(worst, time.monotonic() - began)
+        finally:
+            stop.set()
+            for t in flooders:
+                t.join(5)
+        assert worst < 0.5, f"a reply took {worst:.2f} s during the flood"
