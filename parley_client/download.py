@@ -9,6 +9,7 @@ The final name appears only after the whole file's SHA-256 matched the offer.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import ipaddress
 import json
@@ -35,6 +36,10 @@ WAKE_INTERVAL = 0.1                         # cancel() is noticed within this lo
 PROGRESS_INTERVAL = 0.1
 TCP_IDLE_LIMIT = 5.0
 HASH_CHUNK = 1 << 20
+MAX_NUMBERED = 10_000                       # "name (9999).ext" is the last one tried
+# What os.link raises where the file system has no hard links (EINVAL: FAT on Windows).
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EINVAL,
+                            errno.EXDEV})
 LARGE_BLOCK = 61440                         # loopback: 15 pages, so that blocks start on
                                             # page boundaries (the server splices them)
 GRO_MAX_BLOCK = 32768 - wire.DATA_HEADER_SIZE  # bigger blocks cannot be coalesced: skip GRO
@@ -62,12 +67,62 @@ class DownloadProgress:
     transport: str
 
 
+def safe_dest(dest: Path) -> Path:
+    """Where a download for `dest` is kept: never under a hidden name (".bashrc" is saved as
+    "bashrc", which no shell or tool reads by itself); the leading dots and spaces go."""
+    dest = Path(dest)
+    name = dest.name.lstrip(". ")
+    return dest if name == dest.name else dest.with_name(name or "download")
+
+
+def numbered_dest(dest: Path, n: int) -> Path:
+    """The n-th free-name candidate: 0 -> report.pdf, 1 -> report (1).pdf, data (1).tar.gz."""
+    if n == 0:
+        return dest
+    name = dest.name
+    dot = name.rfind(".")
+    stem, ext = (name, "") if dot <= 0 else (name[:dot], name[dot:])
+    inner = stem.rfind(".")
+    if inner > 0 and stem[inner:].lower() == ".tar":
+        stem, ext = stem[:inner], stem[inner:] + ext
+    return dest.with_name(f"{stem} ({n}){ext}")
+
+
 def part_path(dest: Path) -> Path:
+    dest = safe_dest(dest)
     return dest.with_name(dest.name + ".part")
 
 
 def state_path(dest: Path) -> Path:
+    dest = safe_dest(dest)
     return dest.with_name(dest.name + ".part.state")
+
+
+def place_without_overwriting(part: Path, dest: Path) -> Path:
+    """Give the finished `part` the first free name of dest, "dest (1)", ... and return it.
+    Never replaces an existing file, even one that appears at the same moment: the name is
+    claimed with a hard link (which fails if the name exists; on a case-insensitive disk also
+    if it exists in other letter case), or where there are no hard links with an O_EXCL
+    placeholder that the data then replaces."""
+    for n in range(MAX_NUMBERED):
+        target = numbered_dest(dest, n)
+        try:
+            os.link(part, target)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise
+            try:
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                continue
+            os.close(fd)
+            os.replace(part, target)
+            return target
+        os.unlink(part)
+        return target
+    raise FileExistsError(f"no free name for {dest.name} in {dest.parent}")
 
 
 def resume_offset(dest: Path, sha256: str | None = None) -> int:
@@ -186,8 +241,11 @@ class Download(threading.Thread):
     def __init__(self, offer: dict, host: str, dest: Path, *,
                  on_progress: Callable[[DownloadProgress], None], udp_timeout: float = 3.0,
                  checkpoint_interval: float = 1.0) -> None:
-        super().__init__(name=f"download-{Path(dest).name}", daemon=True)
-        self.offer, self.host, self.dest = offer, host, Path(dest)
+        dest = safe_dest(Path(dest))
+        super().__init__(name=f"download-{dest.name}", daemon=True)
+        # dest: the name asked for; once done, the name it was saved under (never an
+        # existing file's: "name (1).ext" when that one is taken).
+        self.offer, self.host, self.dest = offer, host, dest
         self.on_progress, self.udp_timeout = on_progress, udp_timeout
         self.checkpoint_interval = checkpoint_interval
         self.size = int(offer["size"])
@@ -443,9 +501,10 @@ class Download(threading.Thread):
             self._discard_part()
             raise RuntimeError("SHA-256 mismatch: the received file was discarded")
         os.fsync(self._fd)
-        os.replace(part_path(self.dest), self.dest)
+        part, state = part_path(self.dest), state_path(self.dest)
+        self.dest = place_without_overwriting(part, self.dest)
         with contextlib.suppress(FileNotFoundError):
-            state_path(self.dest).unlink()
+            state.unlink()
         self._received = self.size
         self._report("done", "download complete", force=True)
 

@@ -464,3 +464,93 @@ def test_a_server_on_ipv6_loopback_lists_and_serves_files(tmp_path):
         assert d.progress.state == "done", d.progress.message
         assert d.progress.transport == "udp"
         assert (tmp_path / "dl" / "notes.txt").read_bytes() == data
+
+
+# ---- 23: names that never overwrite, hide or collide ---------------------------------------
+
+def _offer_and_download(svc, src: Path, dest: Path):
+    from parley_client.download import Download
+
+    data = src.read_bytes()
+    offer = svc.offer(src, len(data), hashlib.sha256(data).hexdigest(), "127.0.0.1")
+    d = Download(offer, "127.0.0.1", dest, on_progress=lambda p: None)
+    d.start()
+    d.join(30)
+    assert d.progress.state == "done", d.progress.message
+    return d.progress
+
+
+def test_a_download_never_overwrites_a_file_in_the_download_folder(tmp_path):
+    svc = tcp_service()
+    try:
+        src = tmp_path / "report.pdf"
+        data = make_file(src, 200_000)
+        folder = tmp_path / "Downloads"
+        folder.mkdir()
+        (folder / "report.pdf").write_bytes(b"my own notes")
+        (folder / "data.tar.gz").write_bytes(b"mine too")
+        first = _offer_and_download(svc, src, folder / "report.pdf")
+        second = _offer_and_download(svc, src, folder / "report.pdf")
+        assert (folder / "report.pdf").read_bytes() == b"my own notes"
+        assert first.path == folder / "report (1).pdf" and first.name == "report (1).pdf"
+        assert second.path == folder / "report (2).pdf"
+        assert first.path.read_bytes() == second.path.read_bytes() == data
+        tarball = _offer_and_download(svc, src, folder / "data.tar.gz")
+        assert tarball.path == folder / "data (1).tar.gz"
+        assert (folder / "data.tar.gz").read_bytes() == b"mine too"
+        assert sorted(p.name for p in folder.iterdir()) == [
+            "data (1).tar.gz", "data.tar.gz", "report (1).pdf", "report (2).pdf", "report.pdf"]
+    finally:
+        svc.shutdown()
+
+
+def test_a_download_is_never_saved_under_a_hidden_name(tmp_path):
+    svc = tcp_service()
+    try:
+        src = tmp_path / "src.bin"
+        data = make_file(src, 100_000)
+        home = tmp_path / "home"
+        home.mkdir()
+        (home / ".bashrc").write_bytes(b"alias ls='ls -F'\n")
+        progress = _offer_and_download(svc, src, home / ".bashrc")
+        assert progress.path == home / "bashrc"
+        assert (home / "bashrc").read_bytes() == data
+        assert (home / ".bashrc").read_bytes() == b"alias ls='ls -F'\n"
+        assert sorted(p.name for p in home.iterdir()) == [".bashrc", "bashrc"]
+    finally:
+        svc.shutdown()
+
+
+def test_an_upload_differing_only_in_case_gets_a_free_name(tmp_path):
+    import base64
+
+    make_file(tmp_path / "files" / "report.pdf", 1000)
+    with running_server(tmp_path, tls=False) as srv, \
+            WireClient(srv.host, srv.port, tls=False) as alice:
+        alice.register("alice")
+        data = b"the new report"
+        up = alice.call(m.UploadBegin, name="Report.PDF", size=len(data),
+                        sha256=hashlib.sha256(data).hexdigest())
+        alice.call(m.UploadChunk, upload_id=up["upload_id"], offset=0,
+                   data=base64.b64encode(data).decode())
+        done = alice.call(m.UploadEnd, upload_id=up["upload_id"])
+        assert done["file"]["name"] == "Report (1).PDF"
+        names = sorted(p.name for p in srv.files_dir.iterdir() if not p.name.startswith("."))
+        assert names == ["Report (1).PDF", "report.pdf"]
+        assert (srv.files_dir / "Report (1).PDF").read_bytes() == data
+        listed = [f["name"] for f in alice.call(m.ListFiles)["files"]]
+        assert sorted(listed) == ["Report (1).PDF", "report.pdf"]
+
+
+def test_files_put_in_by_hand_that_differ_only_in_case_are_listed_with_a_warning(tmp_path,
+                                                                                  caplog):
+    make_file(tmp_path / "files" / "notes.txt", 100)
+    make_file(tmp_path / "files" / "NOTES.txt", 200, seed=2)
+    with caplog.at_level(logging.WARNING, logger="parley_server.library"), \
+            running_server(tmp_path, tls=False) as srv, \
+            WireClient(srv.host, srv.port, tls=False) as alice:
+        alice.register("alice")
+        listed = [f["name"] for f in alice.call(m.ListFiles)["files"]]
+        assert listed == ["NOTES.txt", "notes.txt"]
+    warnings = [r.getMessage() for r in caplog.records if "letter case" in r.getMessage()]
+    assert len(warnings) == 1 and "NOTES.txt, notes.txt" in warnings[0]
