@@ -3,7 +3,9 @@ protocol/transfer.py), TCP fallback when no DATA arrives, resumable, verified by
 
 Files next to `dest` while downloading: `<name>.part` (the data) and `<name>.part.state` (JSON:
 sha256, size and `received`, the byte count known to be on disk, written after an fdatasync).
-The final name appears only after the whole file's SHA-256 matched the offer.
+The final name appears only after the whole file's SHA-256 matched the offer, and it is never
+an existing file's: a taken name gives "name (1).ext", "name (2).ext", ... (see
+place_without_overwriting). A hidden name (".bashrc") is saved without its leading dots.
 """
 
 from __future__ import annotations
