@@ -97,6 +97,10 @@ def _log_in(h: ClientHandler, name: str, display: str, new: bool) -> dict:
         until = "until the ban is lifted" if banned is None else \
             "until " + time.strftime("%Y-%m-%d %H:%M", time.localtime(banned))
         raise CommandError("banned", f"{name} is banned from this server {until}")
+    if reserved(display):
+        # A display name from before SERVER was reserved: it would make this user's posts
+        # look like announcements. They are shown by their username instead.
+        display = _give_back_display(server, name)
     with server.lock:
         old = server.clients.get(name.lower())
         server.clients[name.lower()] = h
@@ -112,6 +116,17 @@ def _log_in(h: ClientHandler, name: str, display: str, new: bool) -> dict:
     return {"user": name, "display": display, "new": new, "resume_token": token,
             "replaced": old is not None, "admin": server.moderation.is_admin(name),
             "must_change_password": server.store.has_temporary_password(name)}
+
+
+def _give_back_display(server, name: str) -> str:
+    names = server.accounts.names
+    with names.lock:
+        try:
+            server.store.set_display(name, name)
+        except NameTaken:  # an older database's clash: shown so for this session only
+            return name
+        names.set_display(name, name)
+    return name
 
 
 def _deliver_pending(h: ClientHandler) -> None:

@@ -77,6 +77,19 @@ def test_an_older_account_named_server_cannot_log_in(srv):
     assert srv.server.get_client("server") is None
 
 
+def test_an_older_display_name_server_is_given_back_at_login(srv):
+    with client(srv) as a:
+        a.register("alice")
+    srv.server.store.set_display("alice", "Server")  # as an older database may have it
+    with client(srv) as a, client(srv) as b:
+        b.register("bob")
+        assert a.login("alice")["display"] == "alice"
+        a.call(m.Send, kind="public", target="", text="hello")
+        said = b.wait_for(lambda e: isinstance(e, m.ChatMessage) and e.text == "hello")
+        assert said.sender_display == "alice"
+    assert srv.server.store.get_user("alice").display == "alice"
+
+
 # ---------------------------------------------------------------- 7: display names
 
 
