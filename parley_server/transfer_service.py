@@ -39,6 +39,7 @@ SPLICE_PAGES = 16                        # what one sendfile moves through its p
 GSO_MAX_SEGMENTS = 64
 MAX_TCP_WORKERS = 16
 TCP_REQUEST_TIMEOUT = 3.0                # a whole TCP fallback request must arrive within this
+ACCEPT_PAUSE = 0.2                       # listener left alone after accept() failed
 MAX_TCP_PENDING = 64                     # connections whose request has not arrived yet
 TCP_MIN_PROGRESS = 64 * 1024             # bytes a TCP reader must take per idle_limit
 TCP_SEND_CHUNK = 1 << 20
@@ -127,6 +128,7 @@ class TransferService:
         self._thread: threading.Thread | None = None
         self._workers: dict[threading.Thread, socket.socket] = {}
         self._pending: dict[socket.socket, _PendingTcp] = {}   # service thread only
+        self._accept_paused_until = 0.0                        # service thread only
         self._sel = selectors.DefaultSelector()
         self.port = 0
         self.tcp_port = 0
@@ -290,6 +292,9 @@ class TransferService:
                 self._service(now)
                 if self._pending:
                     self._expire_pending(now)
+                if self._accept_paused_until and now >= self._accept_paused_until:
+                    self._accept_paused_until = 0.0
+                    sel.register(self._tcp, selectors.EVENT_READ, "tcp")
         except Exception:
             log.exception("transfer service loop crashed")
             raise
@@ -303,6 +308,8 @@ class TransferService:
         with self._lock:
             entries = list(self._transfers.values())
         timeout = 0.5
+        if self._accept_paused_until:
+            timeout = min(timeout, self._accept_paused_until - now)
         for pending in self._pending.values():
             timeout = min(timeout, pending.deadline - now)
         for entry in entries:
@@ -545,8 +552,13 @@ class TransferService:
                 conn, addr = self._tcp.accept()
             except BlockingIOError:
                 return
-            except OSError as exc:          # e.g. EMFILE: the connection waits in the backlog
-                log.debug("tcp accept failed: %s", exc)
+            except OSError as exc:
+                # e.g. EMFILE: the connection waits in the backlog. The listener stays
+                # readable, so it is left out of the selector for a moment: no busy loop.
+                log.warning("tcp fallback cannot accept (%s): pausing for %.1f s", exc,
+                            ACCEPT_PAUSE)
+                self._sel.unregister(self._tcp)
+                self._accept_paused_until = time.monotonic() + ACCEPT_PAUSE
                 return
             conn.setblocking(False)
             if len(self._pending) >= MAX_TCP_PENDING:

@@ -554,3 +554,53 @@ def test_files_put_in_by_hand_that_differ_only_in_case_are_listed_with_a_warning
         assert listed == ["NOTES.txt", "notes.txt"]
     warnings = [r.getMessage() for r in caplog.records if "letter case" in r.getMessage()]
     assert len(warnings) == 1 and "NOTES.txt, notes.txt" in warnings[0]
+
+
+_ACCEPT_OUT_OF_DESCRIPTORS = r"""
+import os, resource, sys, time
+from parley_server.transfer_service import TransferService
+
+svc = TransferService("127.0.0.1")
+svc.start()
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+hog = []
+try:
+    while True:
+        hog.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+print(svc.tcp_port, flush=True)
+sys.stdin.readline()                   # the parent has connected: accept() now fails
+cpu, wall = time.process_time(), time.monotonic()
+time.sleep(1.0)                        # the measurement window
+print(f"{time.process_time() - cpu:.3f}", flush=True)
+for fd in hog:
+    os.close(fd)
+sys.stdin.readline()
+svc.shutdown()
+"""
+
+
+def test_the_tcp_fallback_does_not_spin_when_out_of_descriptors(tmp_path):
+    from protocol import transfer_wire as wire
+
+    child = subprocess.Popen([sys.executable, "-c", _ACCEPT_OUT_OF_DESCRIPTORS], cwd=REPO,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(child.stdout.readline())
+        conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+        with conn:
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            cpu = float(child.stdout.readline())
+            assert cpu < 0.3, f"the service thread used {cpu:.2f} s of CPU in 1 s"
+            # Descriptors are back: the waiting connection is served (refused: no offer).
+            conn.sendall(wire.encode_tcp_request(1, bytes(16), 0))
+            reply = conn.recv(100)
+            assert wire.decode_tcp_reply(reply)[1] == wire.TCP_REFUSED
+        child.stdin.write("done\n")
+        child.stdin.flush()
+        assert child.wait(10) == 0
+    finally:
+        child.kill()
+        child.wait(10)
