@@ -47,6 +47,15 @@ def address_key(text: str) -> str:
         return text.strip().lower()
 
 
+def _split_kind(target: str) -> tuple[str, str]:
+    """("user" or "address", the rest) for a prefixed ban target; ("", target) for a bare one
+    (an IPv6 address has colons too, but never starts with one of the two words)."""
+    kind, sep, rest = target.partition(":")
+    if sep and kind in BAN_KINDS:
+        return kind, rest.strip()
+    return "", target
+
+
 def _until(minutes: int | None) -> float | None:
     return None if not minutes else time.time() + 60 * minutes
 
@@ -145,11 +154,7 @@ class Moderation:
         """("user", name) or ("address", address) from "user:NAME", "address:IP" or, the older
         shape, a bare target: an address unless a user has that name, then refused as
         ambiguous (usernames may look like IPv4 addresses)."""
-        kind, sep, rest = target.partition(":")
-        if sep and kind in BAN_KINDS:
-            value = rest.strip()
-        else:
-            kind, value = "", target
+        kind, value = _split_kind(target)
         if not value:
             raise ModerationError("bad_message", "say whom to ban: user:NAME or address:IP")
         if kind == "" and _is_address(value):
@@ -191,7 +196,7 @@ class Moderation:
         with self._lock:
             found = self._bans.pop((kind, key), False) is not False
         # An older database may hold an address as it was typed: lift that spelling too.
-        for spelling in {value, target.partition(":")[2] or target}:
+        for spelling in {value, _split_kind(target)[1]}:
             found = self.store.lift_ban(kind, spelling) or found
         if not found:
             raise ModerationError("not_found", f"{value!r} is not banned")
