@@ -107,7 +107,8 @@ class NameIndex:
     """
 
     def __init__(self, users: list[tuple[str, str]]) -> None:
-        self.lock = threading.Lock()
+        # Reentrant: a check is also made before the lock is held for the check-and-write.
+        self.lock = threading.RLock()
         self._owners: dict[str, set[str]] = {}
         self._display: dict[str, str] = {}  # name key -> skeleton of its display name
         for name, display in users:
@@ -115,7 +116,8 @@ class NameIndex:
 
     def owner_other_than(self, key: str, name: str) -> bool:
         """Whether the skeleton ``key`` belongs to an account other than ``name``."""
-        return bool(self._owners.get(key, set()) - {name.lower()})
+        with self.lock:
+            return bool(self._owners.get(key, set()) - {name.lower()})
 
     def add(self, name: str, display: str) -> None:
         owner = name.lower()
