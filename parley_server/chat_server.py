@@ -42,6 +42,9 @@ PRESENCE_GATHER = 0.05  # seconds presence notices wait to be sent together
 PRESENCE_BURST, PRESENCE_BURST_GATHER = 20, 0.25
 ACCEPT_BACKOFF = 0.05  # seconds the accept loop pauses after a failure (no busy loop)
 SEARCHES_PER_SECOND, SEARCH_BURST = 20.0, 40  # server-wide, see search_rate
+# New connections one address may open: per second, and at once (a class behind one NAT
+# address logging in together, a client reconnecting after a network change, stay far under).
+NEW_CONNECTIONS_PER_ADDRESS = (20.0, 60)
 HEAP_TRIM_INTERVAL = 30.0  # seconds between giving freed C heap back (memory.trim_heap)
 
 
@@ -79,6 +82,7 @@ class ChatServer:
         # Searches share the store's few reader connections with everyone's history: one at a
         # time, and a server-wide rate, so many searchers never slow others' history.
         self.search_slot = threading.Lock()
+        self.new_connections = RateLimiter(*NEW_CONNECTIONS_PER_ADDRESS)
         self.search_rate = RateLimiter(SEARCHES_PER_SECOND, SEARCH_BURST)
         self.lock = threading.RLock()
         self.clients: dict[str, ClientHandler] = {}
@@ -142,6 +146,12 @@ class ChatServer:
             return False
         count, over = 0, False
         if not (limits.exempt_loopback and ipaddress.ip_address(ip).is_loopback):
+            if self.new_connections.allow(ip):
+                # Faster than any client reconnects: refused before it costs a thread, so
+                # one address cycling connections cannot keep the accept loop from others.
+                log.debug("refused a connection from %s: connecting too often", ip)
+                sock.close()
+                return False
             with self.lock:  # counted only when it matters: this is O(connections)
                 count = sum(1 for h in self.handlers if h.ip == ip)
             over = count >= limits.connections_per_address

@@ -209,3 +209,26 @@ def test_a_flood_of_junk_connections_does_not_delay_others_replies(tmp_path):
             for t in flooders:
                 t.join(5)
         assert worst < 0.5, f"a reply took {worst:.2f} s during the flood"
+
+
+def test_an_address_cycling_connections_is_refused_before_it_costs_a_thread(tmp_path):
+    from parley_server.chat_server import NEW_CONNECTIONS_PER_ADDRESS
+    from parley_server.policy import Limits, Policy
+    policy = Policy(limits=Limits(message_rate=10_000, message_burst=10_000,
+                                  exempt_loopback=False))
+    with running_server(tmp_path, tls=False, policy=policy) as srv:
+        burst = NEW_CONNECTIONS_PER_ADDRESS[1]
+        refused = 0
+        for _ in range(burst + 40):
+            with socket.create_connection((srv.host, srv.port), timeout=5,
+                                          source_address=("127.0.0.2", 0)) as s:
+                s.sendall(b"\x00\x00\x00\x02{}")  # a frame; a refused socket is closed unread
+                s.settimeout(5)
+                try:
+                    answer = s.recv(100)
+                except ConnectionResetError:
+                    answer = b""
+                refused += answer == b""
+        assert refused >= 30
+        with WireClient(srv.host, srv.port, tls=False, source="127.0.0.3") as other:
+            other.register("elsewhere")  # another machine connects as ever
