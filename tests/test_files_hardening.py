@@ -604,3 +604,42 @@ def test_the_tcp_fallback_does_not_spin_when_out_of_descriptors(tmp_path):
     finally:
         child.kill()
         child.wait(10)
+
+
+def test_a_flood_of_download_requests_leaves_the_server_usable(tmp_path):
+    """Issue 11 item 4 through server.py with few descriptors: one user asking for a
+    thousand downloads gets refused in words, and the server keeps its files, its listing
+    and its connections for everyone else."""
+    import base64
+    import resource
+
+    from serverutil import free_port, server_process
+
+    make_file(tmp_path / "files" / "notes.txt", 50_000)
+    port = free_port()
+    with server_process(tmp_path, port, "--no-tls") as proc, \
+            WireClient("127.0.0.1", port, tls=False) as alice:
+        alice.register("alice")
+        in_use = len(os.listdir(f"/proc/{proc.pid}/fd"))
+        limit = in_use + 40
+        resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, (limit, limit))
+        codes = []
+        for _ in range(1000):
+            try:
+                alice.call(m.Download, name="notes.txt", offset=0)
+                codes.append("ok")
+            except ReplyError as exc:
+                codes.append(exc.code)
+        assert set(codes) == {"ok", "too_many_downloads"}, set(codes)
+        assert len(os.listdir(f"/proc/{proc.pid}/fd")) < limit - 20
+        with WireClient("127.0.0.1", port, tls=False, timeout=5) as bob:
+            bob.register("bob")
+            assert [f["name"] for f in bob.call(m.ListFiles)["files"]] == ["notes.txt"]
+            data = b"bob's notes"
+            up = bob.call(m.UploadBegin, name="bob.txt", size=len(data),
+                          sha256=hashlib.sha256(data).hexdigest())
+            bob.call(m.UploadChunk, upload_id=up["upload_id"], offset=0,
+                     data=base64.b64encode(data).decode())
+            assert bob.call(m.UploadEnd, upload_id=up["upload_id"])["file"]["name"] \
+                == "bob.txt"
+        assert not any(isinstance(ev, m.FileRemoved) for ev in alice.inbox)
