@@ -6,8 +6,10 @@ over Public, 20 rooms and 200 private conversations, then times, median of 7:
 - search for a word in every message (the worst case: the newest `limit` of very many);
 - search for a word in none (the whole history read);
 and, as the baseline measured in the same run, one page of `history` (50 messages), with the
-ratio search / history. Searches scan the messages table (SQL LIKE), so the time grows with N;
-the server's 0.5 s per-connection interval bounds what one client can ask for.
+ratio search / history. Searches of 3+ characters read a trigram full-text index (FTS5), so a
+rare word costs about the same at any N; a word in none is found in none at once; a word in
+every message stops after `limit`. Two-letter searches scan the newest 20,000 messages only.
+The server also runs one search at a time and 20 a second server-wide (see message_commands).
 
 Run: .venv/bin/python bench/search.py [--messages 10000 100000 500000]
 """
