@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from protocol import messages as m
 
+from .audit import AuditUnavailable
 from .commands import CommandError, check_may_post, check_text, command
 from .store import StoredMessage, conversation_key
 
@@ -38,12 +39,23 @@ def delete_message(h: ClientHandler, req: m.DeleteMessage) -> dict:
         raise CommandError("not_found", f"there is no message {req.msg_id}")
     if not (mine or admin):
         raise CommandError("not_allowed", "you can delete only your own messages")
-    if not server.store.delete_message(stored.msg_id):
-        raise CommandError("not_found", f"message {req.msg_id} was already deleted")
-    if not mine:  # an administrator's act: audited like the others (without the text)
+    if mine:
+        if not server.store.delete_message(stored.msg_id):
+            raise CommandError("not_found", f"message {req.msg_id} was already deleted")
+    else:
+        # An administrator's act: audited like the others (without the text), the log opened
+        # first, so that a log that cannot be written leaves the message where it was.
         conv = conversation_key(stored.kind, stored.sender, stored.target)
-        server.moderation.audit.record(h.user, "delete_message", str(stored.msg_id),
-                                       result=f"deleted a message of {stored.sender} in {conv}")
+        try:
+            with server.moderation.audit.entry(h.user, "delete_message",
+                                               str(stored.msg_id)) as entry:
+                if not server.store.delete_message(stored.msg_id):
+                    raise CommandError("not_found",
+                                       f"message {req.msg_id} was already deleted")
+                entry["result"] = f"deleted a message of {stored.sender} in {conv}"
+        except AuditUnavailable as exc:
+            raise CommandError("audit_unavailable", f"nothing was done: {exc}, and every "
+                               "administrator's action must be recorded there") from None
     _tell_audience(h, stored, m.MessageDeleted(stored.msg_id, stored.sender, stored.kind,
                                                stored.target, h.user))
     return {}

@@ -488,11 +488,6 @@ class Store:
         if key in self._users:
             self._users[key] = dataclasses.replace(self._users[key], **changes)
 
-    def display_in_use(self, display: str, except_user: str) -> bool:
-        return bool(self._read(
-            "SELECT 1 FROM users WHERE (lower(display) = lower(?) OR name_key = lower(?))"
-            " AND name_key != lower(?)", (display, display, except_user)))
-
     def set_display(self, name: str, display: str) -> None:
         def fn(db: sqlite3.Connection) -> None:
             try:

@@ -297,6 +297,12 @@ def test_an_action_the_audit_log_cannot_record_is_not_done(srv):
         assert err.code == "audit_unavailable" and "nothing was done" in err.message
         assert refused(lambda: moderate(t, "kick", "alice")).code == "audit_unavailable"
         assert srv.server.get_client("alice") is not None  # not kicked
+        said = a.call(m.Send, kind="public", target="", text="keep me")
+        with pytest.raises(ReplyError) as deleting:  # an administrator deleting a message
+            t.call(m.DeleteMessage, msg_id=said["msg_id"])
+        assert deleting.value.code == "audit_unavailable"
+        history = t.call(m.History, kind="public", target="", limit=5)["messages"]
+        assert "keep me" in [x["text"] for x in history]  # still there
         a.call(m.Logout)
         a.login("alice", "alice-pw")  # the password is still the old one
         log.rmdir()
