@@ -197,6 +197,7 @@ class ChatServer:
     def serve_forever(self, poll_interval: float = 0.5) -> None:
         for flusher in self.flushers:
             flusher.start()
+        self.reaper.start()
         threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True).start()
         threading.Thread(target=self._presence_loop, name="presence", daemon=True).start()
         try:

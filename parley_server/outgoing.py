@@ -13,11 +13,13 @@ others; when its queued bytes pass the limit it is disconnected, as IRC servers 
 from __future__ import annotations
 
 import collections
+import logging
 import selectors
 import socket
 import threading
 from collections.abc import Callable
 
+log = logging.getLogger("parley.outgoing")
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 
 # flush() outcomes
@@ -301,7 +303,11 @@ class Flusher:
             for q in batch:
                 if q.closed_socket:
                     continue
-                outcome = q.flush()
+                try:
+                    outcome = q.flush()
+                except Exception:  # a bug in one client's path must not stop everyone's output
+                    log.exception("flushing a queue failed; that client is left to time out")
+                    continue
                 if outcome == MORE:
                     with self._lock:
                         self._ready.append(q)

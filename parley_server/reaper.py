@@ -27,15 +27,22 @@ class Reaper:
         self._lock = threading.Lock()
 
     def start(self) -> None:
+        """Start the thread (the server does at start). Raises RuntimeError where no thread
+        can be had; a later call tries again."""
         with self._lock:
             if not self._started:
-                self._started = True
                 self._thread.start()
+                self._started = True
 
     def later(self, job: Callable[[], None]) -> None:
-        """Run job on the reaper thread (started on first use), never in the caller's."""
-        self.start()
+        """Run job on the reaper thread, never in the caller's. Never raises: callers are
+        flushers and fan-outs, which must survive anything (should the thread still be
+        missing and none be had now, the job waits for the next call that can start it)."""
         self._jobs.put(job)
+        try:
+            self.start()
+        except RuntimeError as exc:
+            log.error("cannot start the reaper thread yet (%s): a dropped connection waits", exc)
 
     def stop(self, timeout: float = 5.0) -> None:
         with self._lock:
