@@ -351,9 +351,17 @@ class UploadManager:
             log.warning("cannot remove %s (sweep will retry): %s", upload.temp_path, exc)
 
     def _claim_final_name(self, upload: Upload) -> str:
-        """Put the temp file in place under the first free "name", "name (1)", ... ."""
+        """Put the temp file in place under the first free "name", "name (1)", ... . Free
+        means in any letter case too: "Report.PDF" beside "report.pdf" would collide on the
+        Windows and macOS clients that download both (the link still refuses a race)."""
+        try:
+            taken = {n.casefold() for n in os.listdir(self._dir)}
+        except OSError:
+            taken = set()
         for n in range(_MAX_NUMBERED_TRIES):
             name = numbered_name(upload.filename, n)
+            if name.casefold() in taken:
+                continue
             if _place_exclusively(upload.temp_path, os.path.join(self._dir, name)):
                 return name
         raise OSError(errno.EEXIST, f"no free name for {upload.filename}")
