@@ -3,7 +3,7 @@
 server.py runs as its own process (default scrypt cost, policy with no loopback exemption so
 the per-address limits apply to the flooders on 127.x.y.z), with a history of --history
 messages and one 64 MiB shared file. A probe, in this process, repeats: log in on a fresh
-connection, send a public message, fetch a page of history four times; each timed. The floods run in a
+connection, then four times send a public message and fetch a page of history; each timed. The floods run in a
 separate process (so their Python work is not billed to the probe), one at a time:
 
   junk           connections sending garbage frames, reconnecting when dropped
@@ -22,8 +22,9 @@ separate process (so their Python work is not billed to the probe), one at a tim
   start-udp      START datagrams with wrong tokens at the transfer port
 
 For each: the probe's p50/p99 per step, p99 as a ratio to the quiet baseline measured in the
-same run, the probe's failures (any is a failure of the server), and whether the server
-still runs. The target is a ratio under 5 for every flood.
+same run (the worst of the three steps; a baseline under 10 ms counts as 10 ms), the probe's
+failures (any is a failure of the server), and whether the server still runs. The target is
+a ratio under 5 for every flood.
 
     .venv/bin/python bench/abuse.py [--seconds 5] [--history 100000] [--only junk,typing]
 """
@@ -50,14 +51,17 @@ from protocol import messages as m  # noqa: E402
 from protocol.version import PROTOCOL_VERSION  # noqa: E402
 
 PASSWORD = "bench-password-1"
+# Ratios are taken against the quiet p99 or this, whichever is larger: under 10 ms nobody can
+# tell, and there one scheduling hiccup of a busy 2-core machine would be "5x".
+RATIO_FLOOR = 0.010
 # No loopback exemption, so the per-address limits apply to the flooders on 127.x.y.z; a
-# message rate the probe's pace (4 cycles a second at most) stays under.
+# message rate the probe's pace (about 12 lines a second) stays under.
 POLICY = """
 [limits]
 exempt_loopback = false
 connections_per_address = 64
-message_rate = 5.0
-message_burst = 20
+message_rate = 20.0
+message_burst = 40
 """
 # Accounts the floods log in to, registered before any flood (from addresses of their own:
 # registration is limited per address), so that a flood measures its own effect.
@@ -332,9 +336,10 @@ def probe(port: int, seconds: float) -> tuple[dict[str, list[float]], int]:
             t0 = time.perf_counter()
             c = account(port, "probe", register=False)
             t1 = time.perf_counter()
-            c.call(m.Send, kind="public", target="", text="probe")
-            t2 = time.perf_counter()
-            for _ in range(4):  # history is what people do most (every conversation opened)
+            for _ in range(4):  # a few lines and conversations opened per login
+                began = time.perf_counter()
+                c.call(m.Send, kind="public", target="", text="probe")
+                samples["send"].append(time.perf_counter() - began)
                 began = time.perf_counter()
                 c.call(m.History, kind="public", target="", limit=50)
                 samples["history"].append(time.perf_counter() - began)
@@ -346,7 +351,6 @@ def probe(port: int, seconds: float) -> tuple[dict[str, list[float]], int]:
             time.sleep(0.1)
             continue
         samples["login"].append(t1 - t0)
-        samples["send"].append(t2 - t1)
         time.sleep(0.15)  # a person's pace, roughly; keeps the probe from being a flood
     return samples, failures
 
@@ -472,8 +476,8 @@ def row(name: str, samples: dict[str, list[float]], base: dict[str, float], fail
     for step in ("login", "send", "history"):
         p50, p99 = pct(samples[step], 0.5) * 1000, pct(samples[step], 0.99) * 1000
         cells.append(f"{p50:7.1f}/{p99:<7.1f}")
-        if samples[step] and base[step] > 0:
-            ratio = max(ratio, pct(samples[step], 0.99) / base[step])
+        if samples[step]:
+            ratio = max(ratio, pct(samples[step], 0.99) / max(base[step], RATIO_FLOOR))
     alive = "runs" if proc.poll() is None else "DEAD"
     n = len(samples["login"])
     print(f"{name:<14}{cells[0]:>19}{cells[1]:>16}{cells[2]:>18}{ratio:>12.1f} ({n:>3})"
