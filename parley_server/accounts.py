@@ -126,8 +126,11 @@ class Accounts:
     def __init__(self, store: Store, scrypt_n: int = DEFAULT_SCRYPT_N) -> None:
         self.store = store
         self.scrypt_n = scrypt_n
-        # Each scrypt call holds 128*r*n bytes (16 MiB at the default): bound how many run at once.
-        self._hash_slots = threading.BoundedSemaphore(max(2, os.cpu_count() or 2))
+        # Each scrypt call holds 128*r*n bytes (16 MiB at the default) and a core for ~40 ms:
+        # bound how many run at once, and leave one core to everything else, or a burst of
+        # registrations or guesses (each one scrypt) stalls every chat line for everyone
+        # (bench/abuse.py: send p99 from 9 ms to 410 ms with both cores hashing).
+        self._hash_slots = threading.BoundedSemaphore(max(1, (os.cpu_count() or 2) - 1))
         self.by_name = Throttle()
         self.by_address = Throttle(free_failures=20)
         # A subnet gets more than an address (a classroom shares one), but it is counted: see
