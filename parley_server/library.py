@@ -18,7 +18,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import errno
 import hashlib
 import logging
 import os
@@ -32,7 +31,6 @@ from pathlib import Path
 from parley_server.filenames import (
     UnsafeName,
     is_listable_component,
-    numbered_name,
     split_shared_name,
 )
 
@@ -42,8 +40,6 @@ MiB = 1024 * 1024
 _HASH_CHUNK = 1 * MiB
 _THREAD_JOIN_TIMEOUT = 5.0
 _PRIVATE_FILE = 0o600
-# What os.link raises where the filesystem has no hard links (EINVAL: FAT on Windows).
-_NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EINVAL})
 
 
 def _make_private(path: Path) -> None:
@@ -484,54 +480,15 @@ class FileLibrary:
         Primes the hash cache so the file is not hashed again, records the uploader, updates the
         listing and reports the new file through on_change at once (no wait for the next scan).
         """
-        with self._scan_lock:  # a scan from now on sees the name the clash check gave
-            placed, name = name, self._case_unique(name)
+        # The name is free in every letter case: UploadManager._claim_final_name saw to it.
+        with self._scan_lock:
             path = str(self.resolve(name))
             st = os.stat(path)
             version = (name, st.st_size, st.st_mtime_ns)
             self._db.store(hashes=[(*version, sha256)], uploaders=[(*version, uploader)])
             entry = FileEntry(name, st.st_size, st.st_mtime, sha256, uploader)
-            # A scan that ran between the upload's placing and now listed the first name.
-            self._commit([_Record(entry, path, st.st_mtime_ns)],
-                         [placed] if placed != name else [], scan_base=None)
+            self._commit([_Record(entry, path, st.st_mtime_ns)], [], scan_base=None)
             return entry
-
-    def _case_unique(self, name: str) -> str:
-        """An uploaded top-level file `name` that differs only in letter case from another
-        file in the folder ("Report.PDF" next to "report.pdf": one file on Windows and macOS
-        clients) is renamed to the first "Report (1).PDF", ... free in any letter case.
-        Returns the name it has now. The rename never replaces a file (hard link, or an
-        O_EXCL placeholder where there are none)."""
-        try:
-            others = {n.casefold() for n in os.listdir(self.root) if n != name}
-        except OSError as exc:
-            log.warning("cannot check %s for names that differ only in case: %s", self.root, exc)
-            return name
-        if name.casefold() not in others:
-            return name
-        source = os.path.join(self.root, name)
-        for n in range(1, 10_000):
-            candidate = numbered_name(name, n)
-            if candidate.casefold() in others:
-                continue
-            target = os.path.join(self.root, candidate)
-            try:
-                os.link(source, target)
-            except FileExistsError:
-                continue
-            except OSError as exc:
-                if exc.errno not in _NO_HARD_LINKS:
-                    raise
-                try:
-                    os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-                except FileExistsError:
-                    continue
-                os.replace(source, target)
-                return candidate
-            os.unlink(source)
-            return candidate
-        log.warning("no free name for %s that differs from the others in more than case", name)
-        return name
 
     def refresh(self) -> tuple[list[FileEntry], list[str]]:
         """Scan now; returns (and reports through on_change) what was added/changed and removed."""
