@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from parley_common.addresses import plain_ip
 from protocol import transfer_wire as wire
 from protocol.transfer import DEFAULT_BLOCK_SIZE, IDLE_LIMIT, Sender
 
@@ -74,13 +75,6 @@ def _socket(family: int, kind: int, host: str) -> socket.socket:
         except OSError as exc:
             log.info("cannot set IPV6_V6ONLY on the transfer socket: %s", exc)
     return sock
-
-
-def normalise_ip(address: str) -> str:
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return str(ip)
 
 
 class OfferRefused(Exception):
@@ -204,7 +198,7 @@ class TransferService:
 
         At most max_offers_per_user offers and transfers per owner, and max_offers in all,
         exist at once (OfferRefused past that). The file is not opened here."""
-        client_ip = normalise_ip(client_ip)
+        client_ip = plain_ip(client_ip)
         if not 0 <= offset <= size:
             raise ValueError(f"offset {offset} outside 0..{size}")
         bs = DEFAULT_BLOCK_SIZE
@@ -601,7 +595,7 @@ class TransferService:
         request = wire.decode_tcp_request(bytes(pending.data))
         with self._lock:
             busy = len(self._workers) >= MAX_TCP_WORKERS
-        claimed = None if busy else self._claim_for_tcp(request, normalise_ip(pending.addr[0]))
+        claimed = None if busy else self._claim_for_tcp(request, plain_ip(pending.addr[0]))
         if claimed is None:
             tid = request[0] if request else 0
             with contextlib.suppress(OSError):  # 20 bytes: the empty send buffer takes them
@@ -691,7 +685,7 @@ class TransferService:
                 return None
             sender = entry.sender
             if (not hmac.compare_digest(token, sender.token)
-                    or ip != normalise_ip(sender.client_ip)
+                    or ip != plain_ip(sender.client_ip)
                     or not entry.offer_offset <= start <= sender.size
                     or sender.state in ("done", "failed")
                     or (sender.state == "waiting" and now > sender.expires_at)):
